@@ -1,0 +1,466 @@
+"""GRU4Rec's preprocessing recipe: event table -> `Dataset`.
+
+Follows ``hidasib/gru4rec_third_party_comparison:*_preproc.py`` (summarised in
+``../shared/reference/gru4rec.md`` section 9); each step is an option of `PreprocessConfig`:
+
+1. keep the chosen event types (views/clicks by default; only when the table has a ``type``);
+2. where there is no session id, cut each user's events into sessions at idle gaps (1 hour);
+3. sort by (session, time), ties kept in file order;
+4. optionally remove consecutive repeats of an item within a session;
+5. until nothing changes: drop items with fewer than 5 events, then sessions with fewer than 2;
+6. time split: sessions starting at or after ``t_split = max_time - test_days`` are the test set;
+   train keeps the events before ``t_split`` (sessions crossing it are cut), then drops sessions
+   shorter than 2. With ``valid_days`` the same split inside train gives train/validation;
+7. drop test (validation) events whose item is not in train, then sessions shorter than 2.
+
+``split="leave_one_out"`` replaces steps 6-7 by the per-user protocol of SASRec/S3-Rec: last item
+test, second last validation, the rest train (sequences shorter than 3 all go to train).
+
+`load_dataset(format, paths, ...)` reads and preprocesses in one call; the published benchmark
+splits (``srgnn``) and per-user ``sequences`` keep their given split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from gru_jax.data.dataset import DataError, Dataset, SessionLog
+from gru_jax.data.readers import Paths, chain_test_pairs, read_events, read_srgnn_split
+
+DAY = 86_400.0
+DEFAULT_EVENT_TYPES = ("click", "clicks", "view", "views", "detail", "pageview")
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    """Options of the preprocessing recipe (step numbers as in the module docstring)."""
+
+    # 1. Event types to keep; None keeps all. Ignored when the event table has no `type` column.
+    event_types: tuple[str, ...] | None = DEFAULT_EVENT_TYPES
+    # 2. Idle gap in seconds that starts a new session when the source has users but no sessions.
+    session_gap: float = 3600.0
+    # 4. Remove consecutive repeats of the same item within a session.
+    dedupe: bool = False
+    # 5. Minimum number of events of an item, and of a session (test sessions too, step 7).
+    min_item_support: int = 5
+    min_session_length: int = 2
+    # 5. Repeat the two filters until nothing changes (False: one pass, as the RSC15 script).
+    iterative_filter: bool = True
+    # 6. "time" (GRU4Rec) or "leave_one_out" (per-user: last item test, second last validation).
+    split: str = "time"
+    # 6. Days at the end of the log that form the test set; 7 for RetailRocket and Diginetica.
+    test_days: float = 1.0
+    # 6. Days before the test boundary that form the validation set; 0 means no validation split.
+    valid_days: float = 0.0
+    # 6. Fixed test boundary (Unix seconds) instead of max_time - test_days.
+    split_time: float | None = None
+    # 7. Drop test/validation events whose item is not in train (False keeps them as item -1).
+    drop_unseen_test_items: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("time", "leave_one_out"):
+            raise ValueError(f"split must be 'time' or 'leave_one_out', got {self.split!r}")
+        if self.event_types is not None:
+            self.event_types = tuple(self.event_types)
+        if self.test_days < 0 or self.valid_days < 0 or self.session_gap <= 0:
+            raise ValueError("test_days and valid_days must be >= 0, session_gap > 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps 1-3 on the polars table, then integer codes in NumPy.
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_table(events: pl.DataFrame) -> None:
+    missing = [c for c in ("item", "time") if c not in events.columns]
+    if "session" not in events.columns and "user" not in events.columns:
+        missing.append("session or user")
+    if missing:
+        raise DataError(f"event table lacks column(s) {missing}; has {events.columns}")
+
+
+def _filter_types(events: pl.DataFrame, config: PreprocessConfig, stats: dict) -> pl.DataFrame:
+    if "type" not in events.columns or config.event_types is None:
+        stats["removed_event_type"] = 0
+        return events
+    kept = events.filter(pl.col("type").is_in(list(config.event_types)))
+    stats["removed_event_type"] = events.height - kept.height
+    if kept.height == 0 and events.height:
+        present = events["type"].unique().sort().to_list()[:20]
+        raise DataError(
+            f"no events of types {list(config.event_types)} (types present: {present}); "
+            "set event_types"
+        )
+    return kept
+
+
+def _sessionise(events: pl.DataFrame, config: PreprocessConfig, stats: dict) -> pl.DataFrame:
+    """Step 2: gives every event a session id (run id over (user, idle gap))."""
+    if "session" in events.columns:
+        stats["n_sessions_from_gap"] = 0
+        return events
+    events = events.sort(["user", "time"], maintain_order=True, nulls_last=True)
+    if config.split == "leave_one_out":
+        new = pl.col("user") != pl.col("user").shift(1)
+    else:
+        if events["time"].null_count():
+            raise DataError("cannot cut sessions by idle gap: the events have no timestamps")
+        gap = pl.col("time") - pl.col("time").shift(1)
+        new = (pl.col("user") != pl.col("user").shift(1)) | (gap > config.session_gap)
+    events = events.with_columns(session=new.fill_null(True).cum_sum())
+    stats["n_sessions_from_gap"] = int(events["session"][-1]) if events.height else 0
+    return events
+
+
+def _codes(events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Step 3: sorts by (session, time) stably; returns (session run ids, item codes, times,
+    raw item ids sorted) with item code = position in the sorted raw ids."""
+    events = events.sort(["session", "time"], maintain_order=True, nulls_last=True)
+    codes = events.select(
+        pl.col("session").rle_id().cast(pl.Int64).alias("sid"),
+        (pl.col("item").rank("dense").cast(pl.Int64) - 1).alias("item"),
+    )
+    raw_items = events["item"].unique().sort().to_numpy()
+    times = None if events["time"].null_count() else events["time"].to_numpy()
+    return codes["sid"].to_numpy(), codes["item"].to_numpy(), times, raw_items
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps 4-7 on sorted integer arrays.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Events:
+    """Events sorted by (session, time): session ids non-decreasing, item codes, times."""
+
+    sid: np.ndarray
+    item: np.ndarray
+    time: np.ndarray | None
+
+    def take(self, keep: np.ndarray) -> _Events:
+        return _Events(
+            self.sid[keep], self.item[keep], None if self.time is None else self.time[keep]
+        )
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def session_lengths_per_event(self) -> np.ndarray:
+        starts = np.flatnonzero(np.r_[True, self.sid[1:] != self.sid[:-1]]) if len(self) else []
+        lengths = np.diff(np.r_[starts, len(self)])
+        return np.repeat(lengths, lengths)
+
+    def session_start_times(self) -> np.ndarray:
+        """float64 (N,) the time of the first event of each event's session."""
+        starts = np.flatnonzero(np.r_[True, self.sid[1:] != self.sid[:-1]]) if len(self) else []
+        lengths = np.diff(np.r_[starts, len(self)])
+        return np.repeat(self.time[starts], lengths)
+
+
+def _dedupe(ev: _Events, stats: dict) -> _Events:
+    repeat = np.zeros(len(ev), dtype=bool)
+    repeat[1:] = (ev.sid[1:] == ev.sid[:-1]) & (ev.item[1:] == ev.item[:-1])
+    stats["removed_consecutive_repeats"] = int(repeat.sum())
+    return ev.take(~repeat)
+
+
+def _filter_support_and_length(ev: _Events, config: PreprocessConfig, stats: dict) -> _Events:
+    """Step 5: items below min_item_support, then sessions below min_session_length, repeated."""
+    removed_items = removed_sessions = rounds = 0
+    while True:
+        rounds += 1
+        n_before = len(ev)
+        if config.min_item_support > 1 and len(ev):
+            support = np.bincount(ev.item)
+            keep = support[ev.item] >= config.min_item_support
+            removed_items += int((~keep).sum())
+            ev = ev.take(keep)
+        if config.min_session_length > 1 and len(ev):
+            keep = ev.session_lengths_per_event() >= config.min_session_length
+            removed_sessions += int((~keep).sum())
+            ev = ev.take(keep)
+        if len(ev) == n_before or not config.iterative_filter:
+            break
+    stats.update(
+        removed_item_support=removed_items,
+        removed_short_sessions=removed_sessions,
+        filter_rounds=rounds,
+    )
+    return ev
+
+
+def _drop_short(ev: _Events, min_length: int) -> tuple[_Events, int]:
+    if min_length <= 1 or not len(ev):
+        return ev, 0
+    keep = ev.session_lengths_per_event() >= min_length
+    return ev.take(keep), int((~keep).sum())
+
+
+def _time_cut(ev: _Events, t_split: float, min_length: int) -> tuple[_Events, _Events, dict]:
+    """Sessions starting at or after t_split -> held out; events before t_split -> kept."""
+    held = ev.session_start_times() >= t_split
+    before = ev.time < t_split
+    kept, removed_short = _drop_short(ev.take(before), min_length)
+    counts = {"removed_cut_at_split": int((~before & ~held).sum()), "removed_short": removed_short}
+    return kept, ev.take(held), counts
+
+
+def _drop_unseen(ev: _Events, known: np.ndarray, config: PreprocessConfig) -> tuple[_Events, dict]:
+    """Step 7 for a held-out split: unseen items, then short sessions."""
+    seen = known[ev.item]
+    if config.drop_unseen_test_items:
+        ev = ev.take(seen)
+    ev, removed_short = _drop_short(ev, config.min_session_length)
+    removed_unseen = int((~seen).sum()) if config.drop_unseen_test_items else 0
+    return ev, {"removed_unseen_items": removed_unseen, "removed_short": removed_short}
+
+
+def _to_log(ev: _Events, dense: np.ndarray, predict: np.ndarray | None = None) -> SessionLog:
+    """Events with item codes -> SessionLog with dense item ids (-1 where not in the index)."""
+    starts = np.flatnonzero(np.r_[True, ev.sid[1:] != ev.sid[:-1]]) if len(ev) else np.zeros(0)
+    offsets = np.r_[starts, len(ev)].astype(np.int64)
+    return SessionLog(dense[ev.item], offsets, ev.time, predict)
+
+
+def _index(items_in_train: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(known mask over codes, dense id per code with -1 for codes not in train)."""
+    known = np.zeros(n_codes, dtype=bool)
+    known[items_in_train] = True
+    dense = np.full(n_codes, -1, dtype=np.int64)
+    dense[known] = np.arange(int(known.sum()))
+    return known, dense
+
+
+def _split_by_time(ev: _Events, raw_items: np.ndarray, config: PreprocessConfig, stats: dict):
+    if ev.time is None:
+        raise DataError("a time split needs timestamps; use split='leave_one_out'")
+    t_max = float(ev.time.max())
+    t_split = config.split_time if config.split_time is not None else t_max - config.test_days * DAY
+    train, test, counts = _time_cut(ev, t_split, config.min_session_length)
+    stats.update(
+        split_time=t_split,
+        removed_train_cut_at_split=counts["removed_cut_at_split"],
+        removed_train_short_sessions=counts["removed_short"],
+    )
+
+    valid = None
+    known_full, dense = _index(np.unique(train.item), len(raw_items))
+    if config.valid_days > 0:
+        v_split = t_split - config.valid_days * DAY
+        train, valid, counts = _time_cut(train, v_split, config.min_session_length)
+        stats.update(
+            valid_split_time=v_split,
+            removed_train_cut_at_valid_split=counts["removed_cut_at_split"],
+            removed_train_short_sessions_valid=counts["removed_short"],
+        )
+        known_tr = np.zeros(len(raw_items), dtype=bool)
+        known_tr[train.item] = True
+        valid, counts = _drop_unseen(valid, known_tr, config)
+        stats.update(
+            removed_valid_unseen_items=counts["removed_unseen_items"],
+            removed_valid_short_sessions=counts["removed_short"],
+        )
+    test, counts = _drop_unseen(test, known_full, config)
+    stats.update(
+        removed_test_unseen_items=counts["removed_unseen_items"],
+        removed_test_short_sessions=counts["removed_short"],
+    )
+    return Dataset(
+        train=_to_log(train, dense),
+        test=_to_log(test, dense),
+        valid=None if valid is None else _to_log(valid, dense),
+        item_ids=raw_items[known_full],
+        stats=stats,
+    )
+
+
+def _split_leave_one_out(ev: _Events, raw_items: np.ndarray, stats: dict) -> Dataset:
+    n_per_event = ev.session_lengths_per_event()
+    starts = np.flatnonzero(np.r_[True, ev.sid[1:] != ev.sid[:-1]]) if len(ev) else np.zeros(0, int)
+    pos = np.arange(len(ev)) - np.repeat(starts, np.diff(np.r_[starts, len(ev)]))
+    held = n_per_event >= 3
+    in_train = ~held | (pos < n_per_event - 2)
+    in_valid = held & (pos < n_per_event - 1)
+    known, dense = _index(np.unique(ev.item[in_train]), len(raw_items))
+
+    def held_out(mask: np.ndarray) -> SessionLog:
+        sub = ev.take(mask)
+        last = np.r_[sub.sid[1:] != sub.sid[:-1], True] if len(sub) else np.zeros(0, bool)
+        return _to_log(sub, dense, predict=last)
+
+    test, valid = held_out(held), held_out(in_valid)
+    stats.update(
+        n_users_too_short_for_holdout=int((np.diff(np.r_[starts, len(ev)]) < 3).sum()),
+        n_test_unseen_targets=int((test.items[test.predict] < 0).sum()),
+        n_valid_unseen_targets=int((valid.items[valid.predict] < 0).sum()),
+    )
+    return Dataset(
+        train=_to_log(ev.take(in_train), dense),
+        test=test,
+        valid=valid,
+        item_ids=raw_items[known],
+        stats=stats,
+    )
+
+
+def preprocess(events: pl.DataFrame, config: PreprocessConfig | None = None) -> Dataset:
+    """Runs the recipe on an event table (see `gru_jax.data.readers`) and returns the dataset.
+
+    ``stats`` records the events each step removed (``removed_*``), the split times, and the
+    final sizes (``n_train_events``, ``n_test_sessions``, ``n_items``, ...).
+    """
+    config = config or PreprocessConfig()
+    _check_table(events)
+    stats: dict[str, Any] = {"config": dataclasses.asdict(config), "n_events_read": events.height}
+    if events.height == 0:
+        raise DataError("the event table is empty")
+
+    events = _filter_types(events, config, stats)
+    events = _sessionise(events, config, stats)
+    sid, item, time, raw_items = _codes(events)
+    ev = _Events(sid, item, time)
+    if config.dedupe:
+        ev = _dedupe(ev, stats)
+    else:
+        stats["removed_consecutive_repeats"] = 0
+    ev = _filter_support_and_length(ev, config, stats)
+    if not len(ev):
+        raise DataError(
+            "no events left after the item-support and session-length filters "
+            f"(min_item_support={config.min_item_support}, "
+            f"min_session_length={config.min_session_length})"
+        )
+    stats["n_events_filtered"] = len(ev)
+
+    if config.split == "time":
+        dataset = _split_by_time(ev, raw_items, config, stats)
+    else:
+        dataset = _split_leave_one_out(ev, raw_items, stats)
+    if dataset.train.n_events == 0:
+        raise DataError("the training split is empty; check test_days/valid_days/split_time")
+    stats.update(dataset.summary())
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Given splits.
+# ---------------------------------------------------------------------------------------------
+
+
+def _concat_sessions(seqs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter(itertools.chain.from_iterable(seqs), np.int64, count=int(lengths.sum()))
+    return flat, np.r_[0, np.cumsum(lengths)].astype(np.int64)
+
+
+def _append_targets(
+    prefixes: Sequence[Sequence[int]], targets: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions ``prefixes[i] + [targets[i]]`` as (flat items, offsets)."""
+    flat, offsets = _concat_sessions(prefixes)
+    flat = np.insert(flat, offsets[1:], np.asarray(targets, dtype=np.int64))
+    return flat, offsets + np.arange(len(offsets))
+
+
+def dataset_from_pairs(
+    train: Sequence[Sequence[int]],
+    prefixes: Sequence[Sequence[int]],
+    targets: Sequence[int],
+    *,
+    test_protocol: str = "pairs",
+) -> Dataset:
+    """Builds a dataset from a published split (SR-GNN/GCE-GNN/COTREC).
+
+    Args:
+      train: training sessions (raw item ids).
+      prefixes, targets: the test pairs.
+      test_protocol: "pairs": every (prefix, target) pair is one test session ``prefix + [target]``
+        predicted only at its last event, exactly the published protocol. "sessions": the pairs
+        cut from one session are merged back into that session (see `chain_test_pairs`) and its
+        positions that were pair targets are predicted, so the prediction points are the same
+        but the hidden state runs through each session once.
+    """
+    if test_protocol not in ("pairs", "sessions"):
+        raise ValueError(f"test_protocol must be 'pairs' or 'sessions', got {test_protocol!r}")
+    train_flat, train_offsets = _concat_sessions(train)
+    item_ids = np.unique(train_flat)
+
+    if test_protocol == "pairs":
+        flat, offsets = _append_targets(prefixes, targets)
+        predict = np.zeros(len(flat), dtype=bool)
+        predict[offsets[1:] - 1] = True
+    else:
+        chain = chain_test_pairs(list(prefixes), list(targets))
+        first = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]]) if len(chain) else []
+        flat, offsets = _append_targets([prefixes[i] for i in first], [targets[i] for i in first])
+        # Pair i targets position len(prefixes[i]) of its chain's session.
+        target_pos = offsets[chain] + np.fromiter(map(len, prefixes), np.int64, len(prefixes))
+        predict = np.zeros(len(flat), dtype=bool)
+        predict[target_pos] = True
+
+    def dense(raw: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(item_ids, raw)
+        idx_c = np.minimum(idx, len(item_ids) - 1)
+        return np.where(item_ids[idx_c] == raw, idx_c, -1)
+
+    test = SessionLog(dense(flat), offsets, None, predict)
+    stats = {
+        "test_protocol": test_protocol,
+        "n_test_pairs": len(targets),
+        "n_test_unseen_targets": int((test.items[predict] < 0).sum()),
+        "n_test_unseen_events": int((test.items < 0).sum()),
+    }
+    dataset = Dataset(
+        train=SessionLog(dense(train_flat), train_offsets),
+        test=test,
+        valid=None,
+        item_ids=item_ids,
+        stats=stats,
+    )
+    stats.update(dataset.summary())
+    return dataset
+
+
+_GIVEN_SEQUENCES_CONFIG = PreprocessConfig(
+    event_types=None, min_item_support=1, min_session_length=1, split="leave_one_out"
+)
+
+
+def load_dataset(
+    format: str,
+    paths: Paths,
+    *,
+    config: PreprocessConfig | None = None,
+    test_protocol: str = "pairs",
+    **reader_options,
+) -> Dataset:
+    """Reads ``paths`` in ``format`` and preprocesses them.
+
+    - ``srgnn``: the published split is used as given (``config`` must be None); see
+      `dataset_from_pairs` for ``test_protocol``.
+    - ``sequences``: leave-one-out per user; without a config no event is filtered (the public
+      files are already 5-core filtered).
+    - every other format: `preprocess` with ``config`` (default `PreprocessConfig()`).
+    """
+    if format == "srgnn":
+        if config is not None:
+            raise ValueError("srgnn splits are used as given; config is not supported")
+        train, prefixes, targets = read_srgnn_split(paths)
+        dataset = dataset_from_pairs(train, prefixes, targets, test_protocol=test_protocol)
+        dataset.stats["format"] = format
+        return dataset
+    events = read_events(format, paths, **reader_options)
+    if format == "sequences":
+        config = config or _GIVEN_SEQUENCES_CONFIG
+        if config.split != "leave_one_out":
+            raise ValueError("sequences have no timestamps; use split='leave_one_out'")
+    dataset = preprocess(events, config)
+    dataset.stats["format"] = format
+    return dataset
