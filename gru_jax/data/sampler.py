@@ -65,8 +65,8 @@ class NegativeSampler:
 
     def take(self, steps: int = 1) -> np.ndarray:
         """Returns int32 (steps, n_sample) item ids, one row per step."""
-        if self.n_sample == 0:
-            return np.zeros((steps, 0), dtype=np.int32)
+        if self.n_sample == 0 or steps == 0:
+            return np.zeros((steps, self.n_sample), dtype=np.int32)
         out = []
         need = steps
         while need > 0:
