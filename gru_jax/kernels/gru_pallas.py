@@ -34,6 +34,10 @@ Design:
       (Mosaic) blocks are multiples of (8, 128). On CPU the kernel runs in interpret mode with
       the GPU tiling, so tests exercise the same padding.
 
+Verified: outputs and gradients in interpret mode on CPU (tests/test_kernel_pallas.py), and that
+both kernels lower to Triton (TTIR) and Mosaic TPU MLIR via `jax.export`. Not yet compiled or run
+on a GPU or TPU, so resource limits (registers, shared memory, VMEM) and speed are unmeasured.
+
 Notation: T time, B batch, H hidden (Hp padded), bb = block_b, bh = block_h. Gates (r, z, n)
 are stacked along the last axis; in padded arrays gate g occupies columns [g·Hp, (g+1)·Hp).
 """
@@ -100,6 +104,9 @@ def _make_tiling(
 ) -> _Tiling:
     """Chooses (block_b, block_h) for the platform, or checks the given ones, and pads to them."""
     if platform == "tpu":
+        # TODO(gru_jax): the whole-T blocks of gi/hs/gates must fit VMEM; long sequences need a
+        # second, "arbitrary" grid axis over time chunks with h carried in VMEM scratch, and the
+        # resident weights want pipeline_mode=pl.Buffered(1) instead of double buffering.
         if block_h is None:
             block_h = _round_up(hidden, 128)
         if block_b is None:
@@ -203,15 +210,14 @@ def _cell_forward(h, gi, k_ref, b_ref, st: _Static):
     Returns (h_new chunks, saved gate chunks as a tuple per saved gate).
     """
     nc = st.tiling.num_chunks
-    bias = lambda g, j: b_ref[:, _cols(g, j, st)]
-    rz = [
+    bias = lambda g, j: b_ref[:, _cols(g, j, st)]  # (1, bh)
+    r, z = [
         [
             jax.nn.sigmoid(gi(g, j) + _matmul_chunk(h, k_ref, g, j, st) + bias(g, j))
             for j in range(nc)
         ]
         for g in (0, 1)
     ]
-    r, z = rz
     if st.variant == "reset_after":
         gh_n = [_matmul_chunk(h, k_ref, 2, j, st) + bias(2, j) for j in range(nc)]
         n = [jnp.tanh(gi(2, j) + r[j] * gh_n[j]) for j in range(nc)]
@@ -472,7 +478,7 @@ _gru_padded.defvjp(_gru_padded_fwd, _gru_padded_bwd)
 def _check_args(gi, h0, kernel_h, bias_h, resets, mask) -> tuple[int, int, int]:
     if gi.ndim != 3:
         raise ValueError(f"gi must be (T, B, 3H); got shape {gi.shape}")
-    num_steps, batch, gates = gi.shape
+    num_steps, batch = gi.shape[:2]
     if kernel_h.ndim != 2 or kernel_h.shape[1] != 3 * kernel_h.shape[0]:
         raise ValueError(f"kernel_h must be (H, 3H); got shape {kernel_h.shape}")
     hidden = kernel_h.shape[0]
@@ -491,7 +497,6 @@ def _check_args(gi, h0, kernel_h, bias_h, resets, mask) -> tuple[int, int, int]:
             )
     if num_steps == 0:
         raise ValueError("gi has no time steps (T = 0)")
-    del gates
     return num_steps, batch, hidden
 
 
