@@ -1,0 +1,351 @@
+"""The training run: data → jitted steps → checkpoints, logs and the final evaluation.
+
+``train(config, dataset, out_dir)`` is what ``gru-jax train`` calls. The run directory holds::
+
+    config.json      the resolved config (and where the data came from)
+    items.npy        raw item ids, index = the model's item index (for `recommend`)
+    metrics.jsonl    one JSON line per logged dispatch and per epoch
+    checkpoints/     orbax checkpoints (every `checkpoint_every` dispatches and each epoch end)
+    results.json     test metrics, timings and versions
+    tensorboard/     when config.tensorboard
+
+Rerunning with the same directory resumes from the latest checkpoint and ends where an
+uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from gru_jax.config import Config
+from gru_jax.data import Dataset, NegativeSampler, SessionParallelIterator
+from gru_jax.data.dataset import write_json_atomic
+from gru_jax.losses import make_loss
+from gru_jax.models import GRU4Rec
+from gru_jax.optim import make_optimizer
+from gru_jax.train.checkpoint import Checkpoints
+from gru_jax.train.evaluate import evaluate
+from gru_jax.train.functional import ModelSpec
+from gru_jax.train.step import StepData, TrainState, make_train_step
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: a non-finite loss, or a checkpoint that does not fit the run."""
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import optax
+
+    import gru_jax
+
+    return {
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "gru_jax": gru_jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+    }
+
+
+def build_model(config: Config, n_items: int) -> GRU4Rec:
+    return GRU4Rec(
+        n_items,
+        config.layers,
+        embedding=config.embedding,
+        constrained_embedding=config.constrained_embedding,
+        dropout_p_embed=config.dropout_p_embed,
+        dropout_p_hidden=config.dropout_p_hidden,
+        variant=config.variant,
+        cell=config.cell,
+        dtype=DTYPES[config.dtype],
+        rngs=nnx.Rngs(params=config.seed),
+    )
+
+
+def build_optimizer(config: Config):
+    return make_optimizer(
+        config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum
+    )
+
+
+def build_loss(config: Config):
+    return make_loss(
+        config.loss,
+        strict=False,
+        bpreg=config.bpreg,
+        elu_param=config.elu_param,
+        logq=config.logq,
+    )
+
+
+@dataclasses.dataclass
+class TrainResult:
+    spec: ModelSpec
+    params: dict
+    results: dict  # what results.json holds
+    out_dir: pathlib.Path | None
+
+
+class _Logger:
+    """metrics.jsonl (and TensorBoard) writer; silent on processes other than 0."""
+
+    def __init__(self, out_dir: pathlib.Path | None, tensorboard: bool):
+        self.enabled = out_dir is not None and jax.process_index() == 0
+        self._file = open(out_dir / "metrics.jsonl", "a") if self.enabled else None  # noqa: SIM115
+        self._tb = None
+        if self.enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def train(
+    config: Config,
+    dataset: Dataset,
+    out_dir: str | pathlib.Path | None = None,
+    *,
+    progress: bool = True,
+    evaluate_test: bool = True,
+    data_description: dict | None = None,
+    stop_after_dispatches: int | None = None,
+) -> TrainResult:
+    """Trains GRU4Rec on ``dataset.train``, evaluates on ``dataset.test``, writes the run.
+
+    Args:
+      config: the resolved configuration.
+      dataset: preprocessed data (train, optional test).
+      out_dir: run directory (None: nothing is written, no checkpoints).
+      progress: show a progress bar.
+      evaluate_test: evaluate on ``dataset.test`` when present.
+      data_description: recorded in config.json (format, paths).
+      stop_after_dispatches: stop (after checkpointing) once this many dispatches ran in this
+        call — simulates an interruption in tests.
+    """
+    out = pathlib.Path(out_dir) if out_dir is not None else None
+    is_writer = jax.process_index() == 0
+    if out is not None and is_writer:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
+        )
+        np.save(out / "items.npy", np.asarray(dataset.item_ids))
+
+    model = build_model(config, dataset.n_items)
+    spec, params = ModelSpec.split(model)
+    tx = build_optimizer(config)
+    loss_fn = build_loss(config)
+    steps = config.steps_per_dispatch
+    iterator = SessionParallelIterator(
+        dataset.train, config.batch_size, steps=steps, order=config.session_order, seed=config.seed
+    )
+    supports = np.asarray(dataset.item_supports(), np.float32)
+    sampler = NegativeSampler(
+        supports,
+        alpha=config.sample_alpha,
+        n_sample=config.n_sample,
+        store_size=config.sample_store,
+        seed=config.seed,
+    )
+    run = make_train_step(
+        spec,
+        tx,
+        loss_fn,
+        logq=config.logq,
+        sample_alpha=config.sample_alpha,
+        dropout_seed=config.seed + 1,
+    )
+    step_fn = jax.jit(run, donate_argnums=(0,))
+    supports_device = jnp.asarray(supports)
+
+    state = TrainState(
+        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
+    )
+    position = {"epoch": 0, "dispatch": 0}
+    checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
+    if checkpoints is not None and checkpoints.latest() is not None:
+        state, meta = checkpoints.restore(state)
+        position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
+        sampler.restore(meta["sampler"])
+        log.info(
+            "resuming from checkpoint %s (epoch %d, dispatch %d)",
+            checkpoints.latest(),
+            position["epoch"],
+            position["dispatch"],
+        )
+
+    logger = _Logger(out, config.tensorboard)
+    n_train_events = dataset.train.n_events
+    dispatches_per_epoch = len(iterator)
+    total = config.n_epochs * dispatches_per_epoch
+    done = position["epoch"] * dispatches_per_epoch + position["dispatch"]
+    bar = tqdm(
+        total=total,
+        initial=done,
+        disable=not (progress and is_writer),
+        unit="dispatch",
+        desc="train",
+        dynamic_ncols=True,
+    )
+
+    def save(epoch: int, dispatch: int) -> None:
+        if checkpoints is not None:
+            meta = {"epoch": epoch, "dispatch": dispatch, "sampler": sampler.state()}
+            checkpoints.save(int(state.step), state, meta)
+
+    train_seconds = 0.0
+    ran = 0
+    try:
+        for epoch in range(position["epoch"], config.n_epochs):
+            start = position["dispatch"] if epoch == position["epoch"] else 0
+            if start == 0:  # every hidden state is zero at the start of an epoch
+                state = state._replace(carry=jax.tree.map(jnp.zeros_like, state.carry))
+            epoch_loss, epoch_rows, epoch_events = 0.0, 0, 0
+            t_epoch = time.perf_counter()
+            for dispatch, batch in enumerate(iterator.epoch(epoch, start), start=start):
+                negatives = sampler.take(steps)
+                data = StepData(batch.inputs, batch.targets, batch.resets, batch.mask, negatives)
+                state, losses = step_fn(state, data, supports_device)
+                losses = np.asarray(losses)  # waits for the dispatch: the NaN guard needs it
+                rows = batch.mask.sum(axis=1)
+                if not np.all(np.isfinite(losses)):
+                    bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+                    raise TrainingError(
+                        f"non-finite loss {losses[bad]} at epoch {epoch + 1}, dispatch "
+                        f"{dispatch + 1}, step {int(state.step) - steps + bad + 1}; the last good "
+                        f"checkpoint is kept"
+                        + (f" in {checkpoints.directory}" if checkpoints else "")
+                    )
+                # The loss of a step is normalised by B; weight steps by their active rows.
+                epoch_loss += float(np.sum(losses * config.batch_size))
+                epoch_rows += int(rows.sum())
+                epoch_events += int(rows.sum())
+                ran += 1
+                bar.update(1)
+                elapsed = time.perf_counter() - t_epoch
+                if dispatch % max(config.log_every, 1) == 0 or dispatch == dispatches_per_epoch - 1:
+                    record = {
+                        "epoch": epoch + 1,
+                        "dispatch": dispatch + 1,
+                        "step": int(state.step),
+                        "loss": epoch_loss / max(epoch_rows, 1),
+                        "events_per_second": epoch_events / max(elapsed, 1e-9),
+                    }
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}", ev_s=f"{record['events_per_second']:.0f}"
+                    )
+                    logger.write(record)
+                if config.checkpoint_every and (dispatch + 1) % config.checkpoint_every == 0:
+                    save(epoch, dispatch + 1)
+                if stop_after_dispatches is not None and ran >= stop_after_dispatches:
+                    train_seconds += time.perf_counter() - t_epoch
+                    save(epoch, dispatch + 1)
+                    return TrainResult(spec, state.params, {"interrupted": True}, out)
+            epoch_seconds = time.perf_counter() - t_epoch
+            train_seconds += epoch_seconds
+            save(epoch + 1, 0)
+            logger.write(
+                {
+                    "epoch": epoch + 1,
+                    "step": int(state.step),
+                    "epoch_end": True,
+                    "loss": epoch_loss / max(epoch_rows, 1),
+                    "epoch_seconds": epoch_seconds,
+                    "train_events_per_second": n_train_events / epoch_seconds,
+                }
+            )
+            log.info(
+                "epoch %d: loss %.4f, %.1f s, %.0f train events/s",
+                epoch + 1,
+                epoch_loss / max(epoch_rows, 1),
+                epoch_seconds,
+                n_train_events / epoch_seconds,
+            )
+    finally:
+        bar.close()
+        logger.close()
+        if checkpoints is not None:
+            checkpoints.close()
+
+    epochs_run = config.n_epochs - position["epoch"]
+    results: dict[str, Any] = {
+        "train_seconds": train_seconds,
+        "train_events_per_second": (
+            n_train_events * epochs_run / train_seconds if train_seconds > 0 else math.nan
+        ),
+        "n_train_events": n_train_events,
+        "n_epochs_run": epochs_run,
+    }
+    if evaluate_test and dataset.test is not None:
+        t0 = time.perf_counter()
+        metrics = evaluate(
+            spec,
+            state.params,
+            dataset.test,
+            batch_size=config.eval_batch_size,
+            cutoffs=config.cutoffs,
+            tie_mode=config.tie_mode,
+            chunk_size=config.eval_chunk_size,
+        )
+        results["eval_seconds"] = time.perf_counter() - t0
+        results.update(metrics)
+    results["config"] = config.to_dict()
+    results["versions"] = versions()
+    if out is not None and is_writer:
+        write_json_atomic(out / "results.json", results)
+    return TrainResult(spec, state.params, results, out)
+
+
+def load_run(run_dir: str | pathlib.Path) -> tuple[Config, ModelSpec, dict, np.ndarray]:
+    """(config, spec, params, item_ids) of a finished or interrupted run directory."""
+    run_dir = pathlib.Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a gru-jax run directory (no config.json)")
+    config = Config().replace(**json.loads(config_file.read_text())["config"])
+    item_ids = np.load(run_dir / "items.npy", allow_pickle=False)
+    model = build_model(config, len(item_ids))
+    spec, params = ModelSpec.split(model)
+    tx = build_optimizer(config)
+    like = TrainState(
+        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
+    )
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    try:
+        state, _ = checkpoints.restore(like)
+    finally:
+        checkpoints.close()
+    return config, spec, state.params, item_ids
