@@ -167,8 +167,7 @@ def test_shuffle_is_seeded_per_epoch_and_covers_every_pair_once():
     np.testing.assert_array_equal(e0.inputs, again.inputs)
     assert e0.inputs.shape != e1.inputs.shape or not np.array_equal(e0.inputs, e1.inputs)
     expected = sorted(
-        (int(log.items[e - 1]), int(log.items[e]))
-        for e in np.flatnonzero(log.prediction_mask())
+        (int(log.items[e - 1]), int(log.items[e])) for e in np.flatnonzero(log.prediction_mask())
     )
     assert pairs(0) == pairs(1) == expected
 

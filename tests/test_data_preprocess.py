@@ -1,0 +1,299 @@
+"""Tests for gru_jax.data.preprocess and Dataset persistence.
+
+The main check re-implements GRU4Rec's recipe independently with pandas (written from
+``hidasib/gru4rec_third_party_comparison:diginetica_preproc.py``) and compares the count removed
+by every step and the resulting arrays on ../shared/data/diginetica_sample.
+"""
+
+import time
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+from gru_jax.data import (
+    DataError,
+    Dataset,
+    PreprocessConfig,
+    SessionLog,
+    dataset_from_pairs,
+    load_dataset,
+    preprocess,
+)
+
+DIGINETICA = "diginetica_sample/sample_train-item-views.csv"
+DAY = 86_400
+
+
+def _size(frame: pd.DataFrame, key: str) -> pd.Series:
+    return frame.groupby(key)[key].transform("size")
+
+
+def _pandas_recipe(path, *, test_days, valid_days=0, min_support=5, min_length=2, dedupe=False):
+    """GRU4Rec's recipe on the Diginetica views file, step by step in pandas."""
+    df = pd.read_csv(path, sep=";")
+    date = pd.to_datetime(df["eventdate"], format="%Y-%m-%d")
+    day = (date - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    df = pd.DataFrame(
+        {
+            "session": df["session_id"],
+            "item": df["item_id"],
+            # timeframe counts from the session start: add it to the session's first date.
+            "time": day.groupby(df["session_id"]).transform("min") + df["timeframe"] / 1000,
+        }
+    ).sort_values(["session", "time"], kind="stable")
+    stats = {"removed_consecutive_repeats": 0}
+    if dedupe:
+        repeat = (df.session == df.session.shift()) & (df.item == df.item.shift())
+        stats["removed_consecutive_repeats"] = int(repeat.sum())
+        df = df[~repeat]
+
+    removed_items = removed_sessions = 0
+    while True:
+        before = len(df)
+        rare = _size(df, "item") < min_support
+        removed_items += int(rare.sum())
+        df = df[~rare]
+        short = _size(df, "session") < min_length
+        removed_sessions += int(short.sum())
+        df = df[~short]
+        if len(df) == before:
+            break
+    stats.update(removed_item_support=removed_items, removed_short_sessions=removed_sessions)
+
+    def cut(frame, t_split):
+        start = frame.groupby("session")["time"].transform("min")
+        held = frame[start >= t_split]
+        kept = frame[frame["time"] < t_split]
+        n_cut = int(((frame["time"] >= t_split) & (start < t_split)).sum())
+        short = _size(kept, "session") < min_length
+        return kept[~short], held, n_cut, int(short.sum())
+
+    def clean(held, train):
+        unseen = ~held["item"].isin(train["item"])
+        held = held[~unseen]
+        short = _size(held, "session") < min_length
+        return held[~short], int(unseen.sum()), int(short.sum())
+
+    t_split = df["time"].max() - test_days * DAY
+    train, test, n_cut, n_short = cut(df, t_split)
+    stats.update(removed_train_cut_at_split=n_cut, removed_train_short_sessions=n_short)
+    full = train
+    items = np.sort(full["item"].unique())
+    valid = None
+    if valid_days:
+        train, valid, n_cut, n_short = cut(train, t_split - valid_days * DAY)
+        valid, n_unseen, n_short_valid = clean(valid, train)
+        stats.update(
+            removed_train_cut_at_valid_split=n_cut,
+            removed_train_short_sessions_valid=n_short,
+            removed_valid_unseen_items=n_unseen,
+            removed_valid_short_sessions=n_short_valid,
+        )
+    test, n_unseen, n_short = clean(test, full)  # the item index is train_full's
+    stats.update(removed_test_unseen_items=n_unseen, removed_test_short_sessions=n_short)
+    return stats, items, {"train": train, "test": test, "valid": valid}
+
+
+def _assert_log_equals(log: SessionLog, item_ids: np.ndarray, frame: pd.DataFrame):
+    np.testing.assert_array_equal(item_ids[log.items], frame["item"].to_numpy())
+    np.testing.assert_allclose(log.times, frame["time"].to_numpy())
+    np.testing.assert_array_equal(log.lengths, frame.groupby("session", sort=True).size())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"test_days": 7},
+        {"test_days": 7, "dedupe": True, "min_item_support": 2},
+        {"test_days": 20, "valid_days": 20, "min_item_support": 3},
+        {"test_days": 7, "min_item_support": 2, "min_session_length": 3},
+    ],
+    ids=["defaults", "dedupe", "valid", "min-length-3"],
+)
+def test_diginetica_counts_match_independent_pandas_recipe(shared_data, options):
+    path = shared_data / DIGINETICA
+    config = PreprocessConfig(**options)
+
+    ds = load_dataset("diginetica", path, config=config)
+    stats, items, frames = _pandas_recipe(
+        path,
+        test_days=config.test_days,
+        valid_days=config.valid_days,
+        min_support=config.min_item_support,
+        min_length=config.min_session_length,
+        dedupe=config.dedupe,
+    )
+
+    assert {k: ds.stats[k] for k in stats} == stats
+    np.testing.assert_array_equal(ds.item_ids, items)
+    for name in ("train", "test", "valid"):
+        if frames[name] is None:
+            assert getattr(ds, name) is None
+        else:
+            _assert_log_equals(getattr(ds, name), ds.item_ids, frames[name])
+    assert ds.stats["n_train_events"] == len(frames["train"]) > 0
+    assert ds.stats["n_test_sessions"] == frames["test"]["session"].nunique() > 0
+
+
+def test_sessions_cut_by_idle_gap_when_only_users():
+    events = pl.DataFrame(
+        {
+            "user": [1, 1, 2, 1, 1, 2, 2],
+            "item": [1, 2, 1, 1, 2, 2, 1],
+            "time": [0.0, 100.0, 50.0, 3801.0, 3900.0, 60.0, 3700.0],
+        }
+    )
+    config = PreprocessConfig(min_item_support=1, min_session_length=1, split_time=3700.0)
+    ds = preprocess(events, config)
+    # user 1: [0, 100] | [3801, 3900] (gap 3701 > 3600); user 2: [50, 60] | [3700].
+    assert ds.stats["n_sessions_from_gap"] == 4
+    assert ds.train.times.tolist() == [0.0, 100.0, 50.0, 60.0]
+    assert ds.test.times.tolist() == [3801.0, 3900.0, 3700.0]
+    np.testing.assert_array_equal(ds.test.lengths, [2, 1])
+
+
+def test_event_types_filter(shared_data):
+    path = shared_data / "otto_fixture/train.jsonl"
+    config = PreprocessConfig(min_item_support=1, test_days=3)
+    ds = load_dataset("otto", path, config=config)
+    assert ds.stats["removed_event_type"] == 62  # carts and orders
+    with pytest.raises(DataError, match="no events of types"):
+        load_dataset("otto", path, config=PreprocessConfig(event_types=("purchase",)))
+
+
+def test_iterative_filter_runs_until_nothing_changes():
+    # Round 1 drops item C (support 1), which leaves [A] too short; dropping it leaves A with
+    # support 1, so round 2 drops A and then [B]; round 3 finds nothing to drop.
+    events = pl.DataFrame(
+        {"session": [1, 1, 2, 2, 3, 3], "item": list("ACABBB"), "time": range(6)}
+    ).with_columns(pl.col("time").cast(pl.Float64))
+    common = {"min_item_support": 2, "split_time": 1e9}
+
+    once = preprocess(events, PreprocessConfig(iterative_filter=False, **common))
+    until_stable = preprocess(events, PreprocessConfig(**common))
+
+    assert once.stats["filter_rounds"] == 1 and once.item_ids.tolist() == ["A", "B"]
+    assert until_stable.stats["filter_rounds"] == 3 and until_stable.item_ids.tolist() == ["B"]
+    assert until_stable.stats["removed_item_support"] == 2
+    assert until_stable.stats["removed_short_sessions"] == 2
+    assert until_stable.train.n_sessions == 1 and until_stable.test.n_sessions == 0
+
+
+def test_split_time_and_unseen_test_items_kept():
+    events = pl.DataFrame(
+        {"session": [1, 1, 2, 2, 3, 3], "item": [1, 2, 1, 2, 1, 9], "time": [0, 1, 2, 3, 10, 11]}
+    ).with_columns(pl.col("time").cast(pl.Float64))
+    keep = PreprocessConfig(min_item_support=1, split_time=10.0, drop_unseen_test_items=False)
+    ds = preprocess(events, keep)
+    assert ds.test.items.tolist() == [0, -1] and ds.stats["removed_test_unseen_items"] == 0
+    drop = PreprocessConfig(min_item_support=1, split_time=10.0)
+    ds = preprocess(events, drop)
+    assert ds.test.n_events == 0 and ds.stats["removed_test_unseen_items"] == 1
+    assert ds.stats["removed_test_short_sessions"] == 1
+
+
+def test_leave_one_out():
+    events = pl.DataFrame(
+        {"user": ["a"] * 4 + ["b"] * 2, "item": [1, 2, 3, 4, 5, 1], "time": [None] * 6},
+        schema_overrides={"time": pl.Float64},
+    )
+    config = PreprocessConfig(
+        split="leave_one_out", min_item_support=1, min_session_length=1, event_types=None
+    )
+    ds = preprocess(events, config)
+    ids = {raw: i for i, raw in enumerate(ds.item_ids)}
+    assert ds.item_ids.tolist() == [1, 2, 5]  # items seen in training
+    assert ds.train.items.tolist() == [ids[1], ids[2], ids[5], ids[1]]
+    assert ds.valid.items.tolist() == [ids[1], ids[2], -1]  # item 3 is unseen in training
+    assert ds.test.items.tolist() == [ids[1], ids[2], -1, -1]
+    assert ds.test.predict.tolist() == [False, False, False, True]
+    assert ds.test.times is None and ds.stats["n_test_unseen_targets"] == 1
+    with pytest.raises(DataError, match="timestamps"):
+        preprocess(events, PreprocessConfig(event_types=None))
+
+
+def test_sequences_format_is_leave_one_out_without_filtering(shared_data):
+    ds = load_dataset("sequences", shared_data / "amazon_beauty_s3rec/Beauty.txt")
+    assert ds.test.n_sessions == ds.valid.n_sessions == 22_363  # every user has >= 5 items
+    assert ds.train.n_events + 2 * 22_363 == 198_502
+    assert ds.test.n_predictions == 22_363
+
+
+def test_pairs_and_sessions_protocols():
+    # Test sessions [7, 8, 9] and [8, 42] (42 unseen in training), written as SR-GNN pairs.
+    train = [[7, 8], [8, 9, 7]]
+    prefixes, targets = [[7, 8], [7], [8]], [9, 8, 42]
+
+    pairs = dataset_from_pairs(train, prefixes, targets)
+    sessions = dataset_from_pairs(train, prefixes, targets, test_protocol="sessions")
+
+    assert pairs.item_ids.tolist() == [7, 8, 9]
+    assert pairs.test.items.tolist() == [0, 1, 2, 0, 1, 1, -1]
+    np.testing.assert_array_equal(pairs.test.lengths, [3, 2, 2])
+    assert pairs.test.predict.tolist() == [0, 0, 1, 0, 1, 0, 1]
+    assert sessions.test.n_sessions == 2
+    assert sessions.test.items.tolist() == [0, 1, 2, 1, -1]
+    assert sessions.test.predict.tolist() == [0, 1, 1, 0, 1]
+    assert pairs.test.n_predictions == sessions.test.n_predictions == 3
+    assert pairs.stats["n_test_unseen_targets"] == 1
+
+
+def test_srgnn_sessions_protocol_on_shared_split(shared_data):
+    ds = load_dataset("srgnn", shared_data / "retailrocket_cotrec", test_protocol="sessions")
+    # COTREC prefixes have length >= 2: the second item of a session is never a target.
+    assert ds.test.n_sessions == 4_735 and ds.test.n_predictions == 15_132
+    starts = ds.test.offsets[:-1]
+    assert not ds.test.predict[starts].any() and not ds.test.predict[starts + 1].any()
+    assert ds.stats["n_test_unseen_targets"] == 0 and ds.n_items == 36_968
+
+
+def test_save_load_roundtrip(tmp_path):
+    log = SessionLog.from_sessions([[0, 1], [1, 2, 0]], times=[1.0, 2.0, 3.0, 4.0, 5.0])
+    test = SessionLog.from_sessions([[2, -1]], predict=[False, True])
+    ds = Dataset(log, test, None, np.array(["a", "b", "c"], dtype=object), {"k": np.int64(3)})
+
+    ds.save(tmp_path / "ds")
+    back = Dataset.load(tmp_path / "ds")
+
+    assert back.item_ids.tolist() == ["a", "b", "c"] and back.valid is None
+    for name in ("items", "offsets", "times"):
+        np.testing.assert_array_equal(getattr(back.train, name), getattr(log, name))
+    np.testing.assert_array_equal(back.test.predict, test.predict)
+    assert back.test.times is None and back.stats == {"k": 3}
+    np.testing.assert_array_equal(back.item_supports(), [2, 2, 1])
+
+
+def test_failed_save_keeps_the_previous_files(tmp_path, monkeypatch):
+    good = Dataset(SessionLog.from_sessions([[0, 1]]), None, None, np.array([5, 6]))
+    good.save(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", fail)
+    with pytest.raises(OSError, match="disk full"):
+        Dataset(SessionLog.from_sessions([[0]]), None, None, np.array([9])).save(tmp_path)
+    assert Dataset.load(tmp_path).item_ids.tolist() == [5, 6]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "dataset.json"]
+
+
+def test_load_is_much_faster_than_parsing(shared_data, tmp_path):
+    t0 = time.perf_counter()
+    ds = load_dataset("srgnn", shared_data / "diginetica_srgnn_processed")
+    parse = time.perf_counter() - t0
+    ds.save(tmp_path)
+    t0 = time.perf_counter()
+    back = Dataset.load(tmp_path)
+    load = time.perf_counter() - t0
+    assert back.train.n_events == 906_140 and load < parse / 5, (load, parse)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(DataError, match="arrays.npz: missing"):
+        Dataset.load(tmp_path)
+    (tmp_path / "arrays.npz").write_bytes(b"not a zip")
+    (tmp_path / "dataset.json").write_text('{"format_version": 1}')
+    with pytest.raises(DataError, match="arrays.npz: unreadable"):
+        Dataset.load(tmp_path)
