@@ -19,6 +19,12 @@ negatives; a negative equal to the target is NOT removed (no accidental-hit remo
 The step loss is L = (1/B) Σ_{i active} ℓ_i with the FIXED batch size B (the original divides the
 sum over the M active rows by ``batch_size``, not by M).
 
+Data parallelism (`gru_jax.train.parallel`): a device holding the B_local rows
+``[row_offset, row_offset + B_local)`` of the step passes its scores (B_local, B+n) against ALL
+candidates, the GLOBAL ``row_mask`` (B,) and ``row_offset``. Row i's target is then column
+``row_offset + i``, the column mask is still built from the global row mask, and the result is
+that shard's share (1/B) Σ_{i local, active} ℓ_i, so the shards' values sum to the global loss.
+
 Notation: r_ij = score after the logQ correction and the final activation; V = valid columns of
 row i; s_ij = softmax over the negatives only,
 s_ij = exp(r_ij)·[j ∈ V, j ≠ i] / Σ_{k ∈ V, k ≠ i} exp(r_ik).
@@ -40,10 +46,20 @@ LOG_EPS = 1e-24
 
 
 class LossFn(Protocol):
-    """``loss(scores (B, B+n), row_mask (B,), *, log_q=None, **hyper) -> scalar``."""
+    """``loss(scores (B, B+n), row_mask (B,), *, log_q=None, row_offset=None, **hyper) -> scalar``.
+
+    ``row_offset`` (data parallelism): scores hold only the rows from that global row on; a loss
+    without this keyword works on one device only.
+    """
 
     def __call__(
-        self, scores: jax.Array, row_mask: jax.Array, *, log_q: jax.Array | None = None, **hyper
+        self,
+        scores: jax.Array,
+        row_mask: jax.Array,
+        *,
+        log_q: jax.Array | None = None,
+        row_offset: jax.Array | int | None = None,
+        **hyper,
     ) -> jax.Array: ...
 
 
@@ -89,20 +105,37 @@ def _elu(x: jax.Array, alpha: float | jax.Array) -> jax.Array:
 
 
 def _prepare(
-    scores: jax.Array, row_mask: jax.Array, log_q: jax.Array | None, logq: float | jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Float32 scores with the logQ shift, the (B, B+n) valid mask and the diagonal mask.
+    scores: jax.Array,
+    row_mask: jax.Array,
+    log_q: jax.Array | None,
+    logq: float | jax.Array,
+    row_offset: jax.Array | int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Float32 scores with the logQ shift, the valid mask, the target mask and the rows' mask.
 
-    Invalid entries are replaced by 0 so garbage (inf/NaN) in padded rows or columns can reach
-    neither the forward value nor the gradient.
+    Shapes: scores (R, B+n) with R = B, or R = B_local rows starting at global row ``row_offset``;
+    the masks are (R, B+n), (R, B+n) and (R,). Invalid entries are replaced by 0 so garbage
+    (inf/NaN) in padded rows or columns can reach neither the forward value nor the gradient.
     """
-    if scores.ndim != 2 or row_mask.shape != scores.shape[:1]:
-        raise ValueError(f"expected scores (B, B+n) and row_mask (B,), got {scores.shape}, "
-                         f"{row_mask.shape}")
-    batch, num_columns = scores.shape
+    if scores.ndim != 2 or row_mask.ndim != 1:
+        raise ValueError(
+            f"expected scores (B, B+n) and row_mask (B,), got {scores.shape}, {row_mask.shape}"
+        )
+    rows, num_columns = scores.shape
+    if row_offset is None and rows != row_mask.shape[0]:
+        raise ValueError(
+            f"expected scores (B, B+n) and row_mask (B,), got {scores.shape}, "
+            f"{row_mask.shape}; pass row_offset for a shard of the rows"
+        )
     row_mask = row_mask.astype(bool)
     cols = column_mask(row_mask, num_columns)
-    valid = row_mask[:, None] & cols[None, :]
+    if row_offset is None:
+        mine = row_mask
+        diag = jnp.eye(rows, num_columns, dtype=bool)
+    else:
+        mine = jax.lax.dynamic_slice_in_dim(row_mask, row_offset, rows)
+        diag = jnp.arange(num_columns)[None, :] == (jnp.arange(rows) + row_offset)[:, None]
+    valid = mine[:, None] & cols[None, :]
     r = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
 
     if isinstance(logq, (int, float)) and logq == 0:
@@ -111,7 +144,7 @@ def _prepare(
         raise ValueError("logq != 0 needs log_q, the (B+n,) log-probabilities of the candidates")
     else:
         r = r - logq * jnp.where(cols, log_q, 0.0)[None, :]
-    return jnp.where(valid, r, 0.0), valid, jnp.eye(batch, num_columns, dtype=bool)
+    return jnp.where(valid, r, 0.0), valid, diag, mine
 
 
 def _safe_max(x: jax.Array, mask: jax.Array) -> jax.Array:
@@ -128,14 +161,16 @@ def _masked_softmax(r: jax.Array, mask: jax.Array) -> jax.Array:
     return e / jnp.where(denom > 0, denom, 1.0)
 
 
-def _diag(r: jax.Array) -> jax.Array:
-    """(B, 1) target scores r_ii."""
-    return jnp.diagonal(r[:, : r.shape[0]])[:, None]
+def _diag(r: jax.Array, row_offset: jax.Array | int | None = None) -> jax.Array:
+    """(R, 1) target scores r_ii (column ``row_offset + i`` for a shard of the rows)."""
+    if row_offset is None:
+        return jnp.diagonal(r[:, : r.shape[0]])[:, None]
+    return jnp.take_along_axis(r, (jnp.arange(r.shape[0]) + row_offset)[:, None], axis=1)
 
 
-def _reduce(per_row: jax.Array, row_mask: jax.Array) -> jax.Array:
-    """(1/B) Σ_{i active} ℓ_i with the fixed batch size B."""
-    return jnp.sum(jnp.where(row_mask.astype(bool), per_row, 0.0)) / row_mask.shape[0]
+def _reduce(per_row: jax.Array, mine: jax.Array, batch_size: int) -> jax.Array:
+    """(1/B) Σ_{i active} ℓ_i with the fixed (global) batch size B."""
+    return jnp.sum(jnp.where(mine, per_row, 0.0)) / batch_size
 
 
 # ----------------------------------------------------------------------------- losses
@@ -148,6 +183,7 @@ def cross_entropy(
     *,
     log_q: jax.Array | None = None,
     logq: float | jax.Array = 0.0,
+    row_offset: jax.Array | int | None = None,
 ) -> jax.Array:
     r"""Sampled softmax cross-entropy (GRU4Rec ``cross-entropy``, final activation softmax).
 
@@ -158,10 +194,10 @@ def cross_entropy(
     with max-subtraction. Probability-then-log with +1e-24 (not log-softmax) matches the
     original, including its saturation: when p_ii underflows, ℓ_i = −log(1e-24) ≈ 55.3.
     """
-    r, valid, diag = _prepare(scores, row_mask, log_q, logq)
+    r, valid, diag, mine = _prepare(scores, row_mask, log_q, logq, row_offset)
     p = _masked_softmax(r, valid)
     p_target = jnp.sum(jnp.where(diag, p, 0.0), axis=1)
-    return _reduce(-jnp.log(p_target + LOG_EPS), row_mask)
+    return _reduce(-jnp.log(p_target + LOG_EPS), mine, row_mask.shape[0])
 
 
 @LOSSES.register("bpr-max")
@@ -173,6 +209,7 @@ def bpr_max(
     logq: float | jax.Array = 0.0,
     bpreg: float | jax.Array = 1.0,
     elu_param: float | jax.Array = 0.5,
+    row_offset: jax.Array | int | None = None,
 ) -> jax.Array:
     r"""BPR-max with score regularisation (GRU4Rec ``bpr-max``), over an ELU final activation.
 
@@ -184,12 +221,12 @@ def bpr_max(
     port (bpreg 1.0, elu_param 0.5). The PyTorch port ignores logq here; the Theano original
     subtracts it before the final activation, which is what logq != 0 does.
     """
-    r, valid, diag = _prepare(scores, row_mask, log_q, logq)
+    r, valid, diag, mine = _prepare(scores, row_mask, log_q, logq, row_offset)
     r = jnp.where(valid, _elu(r, elu_param), 0.0)
     s = _masked_softmax(r, valid & ~diag)
-    hit = jnp.sum(s * jax.nn.sigmoid(_diag(r) - r), axis=1)
+    hit = jnp.sum(s * jax.nn.sigmoid(_diag(r, row_offset) - r), axis=1)
     reg = jnp.sum(s * r**2, axis=1)
-    return _reduce(-jnp.log(hit + LOG_EPS) + bpreg * reg, row_mask)
+    return _reduce(-jnp.log(hit + LOG_EPS) + bpreg * reg, mine, row_mask.shape[0])
 
 
 @LOSSES.register("top1-max")
@@ -200,6 +237,7 @@ def top1_max(
     log_q: jax.Array | None = None,
     logq: float | jax.Array = 0.0,
     elu_param: float | jax.Array = 0.0,
+    row_offset: jax.Array | int | None = None,
 ) -> jax.Array:
     r"""TOP1-max (Theano GRU4Rec ``top1-max``; not in the PyTorch port).
 
@@ -208,11 +246,11 @@ def top1_max(
 
     The README warns it suffers from vanishing gradients; prefer cross-entropy or bpr-max.
     """
-    r, valid, diag = _prepare(scores, row_mask, log_q, logq)
+    r, valid, diag, mine = _prepare(scores, row_mask, log_q, logq, row_offset)
     r = jnp.where(valid, _elu(r, elu_param), 0.0)
     s = _masked_softmax(r, valid & ~diag)
-    per_row = jnp.sum(s * (jax.nn.sigmoid(r - _diag(r)) + jax.nn.sigmoid(r**2)), axis=1)
-    return _reduce(per_row, row_mask)
+    per_row = jnp.sum(s * (jax.nn.sigmoid(r - _diag(r, row_offset)) + jax.nn.sigmoid(r**2)), axis=1)
+    return _reduce(per_row, mine, row_mask.shape[0])
 
 
 def make_loss(name: str, *, strict: bool = True, **hyper: Any) -> LossFn:
