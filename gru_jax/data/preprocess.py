@@ -118,17 +118,41 @@ def _sessionise(events: pl.DataFrame, config: PreprocessConfig, stats: dict) -> 
     return events
 
 
+def _is_sorted(events: pl.DataFrame) -> bool:
+    """Whether the table is already sorted by (session, time) (GRU4Rec files usually are)."""
+    if events["time"].null_count() or events.height < 2:
+        return False
+    session, time = pl.col("session"), pl.col("time")
+    prev_session, prev_time = session.shift(1), time.shift(1)
+    in_order = (session > prev_session) | ((session == prev_session) & (time >= prev_time))
+    return bool(events.select(in_order.slice(1).all()).item())
+
+
+def _item_codes(items: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(code of every event, sorted raw ids): code = position of the raw id in the sorted ids."""
+    if items.dtype.is_integer():
+        raw = items.to_numpy()
+        lo, hi = int(raw.min()), int(raw.max())
+        if hi - lo <= 4 * len(raw) + 1_000_000:  # a lookup table beats sorting 10M ids
+            shifted = raw - lo
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[shifted] = True
+            lut = np.cumsum(present, dtype=np.int64) - 1
+            return lut[shifted], np.flatnonzero(present) + lo
+    codes = (items.rank("dense").cast(pl.Int64) - 1).to_numpy()
+    return codes, items.unique().sort().to_numpy()
+
+
 def _codes(events: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Step 3: sorts by (session, time) stably; returns (session run ids, item codes, times,
     raw item ids sorted) with item code = position in the sorted raw ids."""
-    events = events.sort(["session", "time"], maintain_order=True, nulls_last=True)
-    codes = events.select(
-        pl.col("session").rle_id().cast(pl.Int64).alias("sid"),
-        (pl.col("item").rank("dense").cast(pl.Int64) - 1).alias("item"),
-    )
-    raw_items = events["item"].unique().sort().to_numpy()
+    if not _is_sorted(events):
+        has_nulls = events["time"].null_count() > 0
+        events = events.sort(["session", "time"], maintain_order=True, nulls_last=has_nulls)
+    sid = events.select(pl.col("session").rle_id().cast(pl.Int64))["session"].to_numpy()
+    codes, raw_items = _item_codes(events["item"])
     times = None if events["time"].null_count() else events["time"].to_numpy()
-    return codes["sid"].to_numpy(), codes["item"].to_numpy(), times, raw_items
+    return sid, codes, times, raw_items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,28 +196,37 @@ def _dedupe(ev: _Events, stats: dict) -> _Events:
 
 
 def _filter_support_and_length(ev: _Events, config: PreprocessConfig, stats: dict) -> _Events:
-    """Step 5: items below min_item_support, then sessions below min_session_length, repeated."""
+    """Step 5: items below min_item_support, then sessions below min_session_length, repeated.
+
+    Works on a keep-mask (counts by weighted bincount) and compacts once at the end.
+    """
+    keep = np.ones(len(ev), dtype=bool)
+    n_items = int(ev.item.max()) + 1 if len(ev) else 0
+    n_sessions = int(ev.sid.max()) + 1 if len(ev) else 0
     removed_items = removed_sessions = rounds = 0
     while True:
         rounds += 1
-        n_before = len(ev)
-        if config.min_item_support > 1 and len(ev):
-            support = np.bincount(ev.item)
-            keep = support[ev.item] >= config.min_item_support
-            removed_items += int((~keep).sum())
-            ev = ev.take(keep)
-        if config.min_session_length > 1 and len(ev):
-            keep = ev.session_lengths_per_event() >= config.min_session_length
-            removed_sessions += int((~keep).sum())
-            ev = ev.take(keep)
-        if len(ev) == n_before or not config.iterative_filter:
+        dropped = 0
+        if config.min_item_support > 1:
+            support = np.bincount(ev.item, weights=keep, minlength=n_items)
+            drop = keep & (support[ev.item] < config.min_item_support)
+            n = int(drop.sum())
+            keep &= ~drop
+            removed_items, dropped = removed_items + n, dropped + n
+        if config.min_session_length > 1:
+            length = np.bincount(ev.sid, weights=keep, minlength=n_sessions)
+            drop = keep & (length[ev.sid] < config.min_session_length)
+            n = int(drop.sum())
+            keep &= ~drop
+            removed_sessions, dropped = removed_sessions + n, dropped + n
+        if not dropped or not config.iterative_filter:
             break
     stats.update(
         removed_item_support=removed_items,
         removed_short_sessions=removed_sessions,
         filter_rounds=rounds,
     )
-    return ev
+    return ev.take(keep)
 
 
 def _drop_short(ev: _Events, min_length: int) -> tuple[_Events, int]:
@@ -229,6 +262,11 @@ def _to_log(ev: _Events, dense: np.ndarray, predict: np.ndarray | None = None) -
     return SessionLog(dense[ev.item], offsets, ev.time, predict)
 
 
+def _present(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """The distinct codes, sorted (np.unique without sorting every event)."""
+    return np.flatnonzero(np.bincount(codes, minlength=n_codes))
+
+
 def _index(items_in_train: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:
     """(known mask over codes, dense id per code with -1 for codes not in train)."""
     known = np.zeros(n_codes, dtype=bool)
@@ -251,7 +289,7 @@ def _split_by_time(ev: _Events, raw_items: np.ndarray, config: PreprocessConfig,
     )
 
     valid = None
-    known_full, dense = _index(np.unique(train.item), len(raw_items))
+    known_full, dense = _index(_present(train.item, len(raw_items)), len(raw_items))
     if config.valid_days > 0:
         v_split = t_split - config.valid_days * DAY
         train, valid, counts = _time_cut(train, v_split, config.min_session_length)
@@ -288,7 +326,7 @@ def _split_leave_one_out(ev: _Events, raw_items: np.ndarray, stats: dict) -> Dat
     held = n_per_event >= 3
     in_train = ~held | (pos < n_per_event - 2)
     in_valid = held & (pos < n_per_event - 1)
-    known, dense = _index(np.unique(ev.item[in_train]), len(raw_items))
+    known, dense = _index(_present(ev.item[in_train], len(raw_items)), len(raw_items))
 
     def held_out(mask: np.ndarray) -> SessionLog:
         sub = ev.take(mask)
