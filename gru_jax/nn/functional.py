@@ -27,6 +27,7 @@ operands are cast to `dtype` (bfloat16 activations, float32 state, as recurrentg
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -89,6 +90,9 @@ def step(params: GRUParams, h: jax.Array, x: jax.Array, variant: str, dtype=None
     return step_from_projection(params, h, input_projection(params, x, dtype), variant, dtype)
 
 
+BACKWARDS = ("fused", "autodiff")
+
+
 def sequence(
     params: GRUParams,
     xs: jax.Array,
@@ -100,6 +104,7 @@ def sequence(
     hoist: bool = False,
     unroll: int = 1,
     dtype=None,
+    backward: str = "fused",
 ) -> tuple[jax.Array, jax.Array]:
     """Runs the GRU over time with `lax.scan`. Time-major.
 
@@ -113,13 +118,34 @@ def sequence(
         hoist: compute x W_i for all T steps as one (T·B, E)×(E, 3H) matmul before the loop
             (pays on GPU/TPU; on XLA:CPU the per-step matmul is as efficient and hoisting costs
             memory traffic).
-        unroll: `lax.scan` unroll factor.
+        unroll: `lax.scan` unroll factor (forward and backward loops).
         dtype: matmul operand dtype (None: the parameters' dtype).
+        backward: "fused" (default), the hand-written VJP of `_fused_sequence`: a reverse scan
+            that carries only dh, with every weight gradient one (T·B)-row matmul after the
+            loop; or "autodiff", JAX's transpose of the forward scan (kept for tests and
+            benchmarks).
 
     Returns:
         (hs, h_last): hs (T, B, H) is the carry after each step (the passed-through carry at
         masked steps); h_last (B, H) the final carry. Both float32.
     """
+    check_variant(variant)
+    if backward == "autodiff":
+        hs, h_last, _ = _forward_scan(params, xs, h0, resets, mask, variant, hoist, unroll, dtype)
+        return hs, h_last
+    if backward != "fused":
+        raise ValueError(f"unknown backward {backward!r}; expected one of {BACKWARDS}")
+    return _fused_sequence(params, xs, h0, resets, mask, variant, hoist, unroll, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward scan, optionally saving the gates the backward pass needs.
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward_scan(params, xs, h0, resets, mask, variant, hoist, unroll, dtype, save=False):
+    """The scan of `sequence`. With ``save``, also returns per-step gate activations (T, B, H)
+    each: (r, z, n, gh_n) for reset_after, (r, z, candidate) for reset_before."""
     h0 = h0.astype(jnp.float32)
     gis = input_projection(params, xs, dtype) if hoist else xs
 
@@ -128,10 +154,165 @@ def sequence(
         if reset_t is not None:
             h = jnp.where(reset_t[:, None], 0.0, h)
         gi = gi_or_x if hoist else input_projection(params, gi_or_x, dtype)
-        h_new = step_from_projection(params, h, gi, variant, dtype)
+        if save:
+            h_new, gates = _step_saving_gates(params, h, gi, variant, dtype)
+        else:
+            h_new, gates = step_from_projection(params, h, gi, variant, dtype), ()
         if mask_t is not None:
             h_new = jnp.where(mask_t[:, None], h_new, h)
-        return h_new, h_new
+        return h_new, (h_new, gates)
 
-    h_last, hs = jax.lax.scan(body, h0, (gis, resets, mask), unroll=unroll)
+    h_last, (hs, gates) = jax.lax.scan(body, h0, (gis, resets, mask), unroll=unroll)
+    return hs, h_last, gates
+
+
+def _step_saving_gates(params, h, gi, variant, dtype):
+    """`step_from_projection`, also returning the activations the backward pass reads."""
+    hidden = h.shape[-1]
+    gi_r, gi_z, gi_n = gi[..., :hidden], gi[..., hidden : 2 * hidden], gi[..., 2 * hidden :]
+    b_h = params.bias_h.astype(jnp.float32)
+    if variant == "reset_after":
+        gh = matmul(h, params.kernel_h, dtype) + b_h
+        r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
+        z = jax.nn.sigmoid(gi_z + gh[..., hidden : 2 * hidden])
+        gh_n = gh[..., 2 * hidden :]
+        n = jnp.tanh(gi_n + r * gh_n)
+        return (1.0 - z) * n + z * h, (r, z, n, gh_n)
+    gh_rz = matmul(h, params.kernel_h[:, : 2 * hidden], dtype) + b_h[: 2 * hidden]
+    r = jax.nn.sigmoid(gi_r + gh_rz[..., :hidden])
+    z = jax.nn.sigmoid(gi_z + gh_rz[..., hidden:])
+    gh_n = matmul(r * h, params.kernel_h[:, 2 * hidden :], dtype) + b_h[2 * hidden :]
+    candidate = jnp.tanh(gi_n + gh_n)
+    return (1.0 - z) * h + z * candidate, (r, z, candidate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hand-written backward pass (the cuDNN arrangement).
+#
+# The reverse scan carries dh (B, H) only. Per step it forms the gate-preactivation gradients
+# dgi (input side) and dgh (recurrent side), both (B, 3H), and the one matmul the recurrence
+# needs, dh_prev = dgh W_hᵀ (+ the direct terms). The weight gradients are sums over all T·B
+# rows, so they wait until after the loop and become one large matmul each:
+#     dW_h = H_inᵀ DGH,  db_h = Σ DGH,  dW_i = Xᵀ DGI,  db_i = Σ DGI,  dX = DGI W_iᵀ,
+# where H_in (T, B, H) is the carry entering each step (after resets). Autodiff instead
+# accumulates dW_h and dW_i inside the loop, a (H, B)×(B, 3H) matmul per step and per weight.
+# For reset_before, DGH's candidate block multiplies (r ⊙ H_in) rather than H_in.
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _fused_sequence(params, xs, h0, resets, mask, variant, hoist, unroll, dtype):
+    hs, h_last, _ = _forward_scan(params, xs, h0, resets, mask, variant, hoist, unroll, dtype)
     return hs, h_last
+
+
+def _fused_sequence_fwd(params, xs, h0, resets, mask, variant, hoist, unroll, dtype):
+    hs, h_last, gates = _forward_scan(
+        params, xs, h0, resets, mask, variant, hoist, unroll, dtype, save=True
+    )
+    return (hs, h_last), (params, xs, h0, resets, mask, hs, gates)
+
+
+def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
+    del hoist  # The backward pass is the same whether the forward hoisted or not.
+    params, xs, h0, resets, mask, hs, gates = residuals
+    d_hs, d_h_last = cotangents
+    hidden = h0.shape[-1]
+    # The carry entering step t, before its reset: h0, then the outputs of steps 0..T-2.
+    h_prev = jnp.concatenate([h0.astype(jnp.float32)[None], hs[:-1]], axis=0)
+    w_h = params.kernel_h if dtype is None else params.kernel_h.astype(dtype)
+    back = _back_step_reset_after if variant == "reset_after" else _back_step_reset_before
+
+    def body(dh, inputs):
+        d_out, h, reset_t, mask_t, gates_t = inputs
+        if reset_t is not None:
+            h = jnp.where(reset_t[:, None], 0.0, h)
+        dh = dh + d_out
+        dh_step = dh if mask_t is None else jnp.where(mask_t[:, None], dh, 0.0)
+        dh_prev, dgi, dgh = back(dh_step, h, gates_t, w_h, hidden, dtype)
+        if mask_t is not None:
+            dh_prev = dh_prev + jnp.where(mask_t[:, None], 0.0, dh)
+        if reset_t is not None:
+            dh_prev = jnp.where(reset_t[:, None], 0.0, dh_prev)
+        return dh_prev, (dgi, dgh)
+
+    dh0, (dgis, dghs) = jax.lax.scan(
+        body,
+        d_h_last.astype(jnp.float32),
+        (d_hs.astype(jnp.float32), h_prev, resets, mask, gates),
+        reverse=True,
+        unroll=unroll,
+    )
+
+    h_in = h_prev if resets is None else jnp.where(resets[..., None], 0.0, h_prev)
+    if variant == "reset_after":
+        d_kernel_h = _sum_outer(h_in, dghs, dtype)
+    else:
+        r = gates[0]
+        d_kernel_h = jnp.concatenate(
+            [
+                _sum_outer(h_in, dghs[..., : 2 * hidden], dtype),
+                _sum_outer(r * h_in, dghs[..., 2 * hidden :], dtype),
+            ],
+            axis=-1,
+        )
+    d_params = GRUParams(
+        kernel_i=_sum_outer(xs, dgis, dtype).astype(params.kernel_i.dtype),
+        bias_i=dgis.sum((0, 1)).astype(params.bias_i.dtype),
+        kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
+        bias_h=dghs.sum((0, 1)).astype(params.bias_h.dtype),
+    )
+    d_xs = jax.lax.dot_general(
+        _cast(dgis, dtype),
+        _cast(params.kernel_i, dtype),
+        (((2,), (1,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    ).astype(xs.dtype)
+    return d_params, d_xs, dh0.astype(h0.dtype), None, None
+
+
+def _back_step_reset_after(dh, h, gates, w_h, hidden, dtype):
+    """One reverse step of reset_after: (dh_prev, dgi, dgh) from dh = ∂L/∂h' at this step."""
+    r, z, n, gh_n = gates
+    da_n = dh * (1.0 - z) * (1.0 - n * n)
+    da_r = da_n * gh_n * r * (1.0 - r)
+    da_z = dh * (h - n) * z * (1.0 - z)
+    dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+    dgi = jnp.concatenate([da_r, da_z, da_n], axis=-1)
+    dh_prev = dh * z + _matmul_t(dgh, w_h, dtype)
+    return dh_prev, dgi, dgh
+
+
+def _back_step_reset_before(dh, h, gates, w_h, hidden, dtype):
+    """One reverse step of reset_before: (dh_prev, dgi, dgh) from dh = ∂L/∂h' at this step."""
+    r, z, c = gates
+    da_c = dh * z * (1.0 - c * c)
+    d_rh = _matmul_t(da_c, w_h[:, 2 * hidden :], dtype)
+    da_r = d_rh * h * r * (1.0 - r)
+    da_z = dh * (c - h) * z * (1.0 - z)
+    d_rz = jnp.concatenate([da_r, da_z], axis=-1)
+    dh_prev = dh * (1.0 - z) + d_rh * r + _matmul_t(d_rz, w_h[:, : 2 * hidden], dtype)
+    dg = jnp.concatenate([d_rz, da_c], axis=-1)
+    return dh_prev, dg, dg
+
+
+def _cast(a, dtype):
+    return a if dtype is None else a.astype(dtype)
+
+
+def _matmul_t(a, w, dtype):
+    """a wᵀ for a (B, K) and w (H, K), float32 result, without materialising wᵀ."""
+    return jax.lax.dot_general(
+        _cast(a, dtype), w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
+    )
+
+
+def _sum_outer(a, b, dtype):
+    """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G) as one (T·B)-row matmul."""
+    return jax.lax.dot_general(
+        _cast(a, dtype), _cast(b, dtype), (((0, 1), (0, 1)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )  # fmt: skip
+
+
+_fused_sequence.defvjp(_fused_sequence_fwd, _fused_sequence_bwd)
