@@ -295,3 +295,10 @@ def test_missing_inputs_and_unknown_format(tmp_path):
         read_srgnn_split(only_train)
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         read_events("xml", tmp_path)
+
+
+def test_csv_quoted_fields(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('session,item,time\n1,"shoe, red",10\n1,"hat ""x""",20\n')
+    df = read_events("csv", path, session="session", item="item", time="time")
+    assert df["item"].to_list() == ["shoe, red", 'hat "x"']

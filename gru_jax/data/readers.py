@@ -63,7 +63,7 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _header(path: pathlib.Path, separator: str) -> list[str]:
     try:
-        return pl.read_csv(path, separator=separator, n_rows=0, quote_char=None).columns
+        return pl.read_csv(path, separator=separator, n_rows=0).columns
     except pl.exceptions.NoDataError:
         raise data_error(path, "empty file (no header line)") from None
     except _PL_ERRORS as e:
@@ -100,28 +100,33 @@ def _check_complete(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str]
 
 
 def _read_delimited(
-    path: pathlib.Path, separator: str, columns: Sequence[str], numeric: Sequence[str]
+    path: pathlib.Path,
+    separator: str,
+    columns: Sequence[str],
+    numeric: Sequence[str],
+    optional: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """Reads ``columns`` of a headed delimited file; ``numeric`` ones as float64.
+    """Reads ``columns`` (which must be complete) and ``optional`` columns (which may have empty
+    fields) of a headed delimited file in one pass; ``numeric`` ones as float64.
 
     The fast path lets polars infer id types; on a parse error the file is read again as text to
     find the offending line (ids of mixed type are then kept as strings).
     """
     header = _header(path, separator)
     _require_columns(path, header, columns)
+    wanted = list(dict.fromkeys([*columns, *optional]))
     try:
         df = pl.read_csv(
             path,
             separator=separator,
-            columns=list(columns),
+            columns=wanted,
             schema_overrides={c: pl.Float64 for c in numeric},
             infer_schema_length=10_000,
-            quote_char=None,
         )
     except pl.exceptions.NoDataError:
         raise data_error(path, "empty file") from None
     except _PL_ERRORS:
-        df = _read_delimited_as_text(path, separator, columns)
+        df = _read_delimited_as_text(path, separator, wanted)
         _check_numeric(path, df, numeric)
         df = df.with_columns(pl.col(c).cast(pl.Float64) for c in numeric)
     if df.height == 0:
@@ -137,7 +142,6 @@ def _read_delimited_as_text(path: pathlib.Path, separator: str, columns: Sequenc
             separator=separator,
             columns=list(columns),
             infer_schema=False,
-            quote_char=None,
         )
     except _PL_ERRORS as e:
         raise data_error(path, f"cannot parse ({_first_line(e)})") from None
@@ -263,8 +267,10 @@ def read_diginetica(paths: Paths) -> pl.DataFrame:
                 names[key] = found[0]
             elif key != "user":
                 _require_columns(path, header, variants[:1])
-        df = _read_delimited(path, ";", [names[k] for k in names if k != "user"], ["timeframe"])
-        df = df.rename({v: k for k, v in names.items() if k != "user"})
+        required = [names[k] for k in names if k != "user"]
+        optional = [names["user"]] if "user" in names else []
+        df = _read_delimited(path, ";", required, ["timeframe"], optional)
+        df = df.rename({v: k for k, v in names.items()})
         date = df["eventdate"].cast(pl.String).str.to_date("%Y-%m-%d", strict=False)
         if date.null_count():
             row = int(date.is_null().arg_max())
@@ -277,11 +283,8 @@ def read_diginetica(paths: Paths) -> pl.DataFrame:
         )
         cols = [pl.col("session"), pl.col("item"), pl.col("time")]
         if "user" in names:
-            user = pl.read_csv(
-                path, separator=";", columns=[names["user"]], infer_schema=False, quote_char=None
-            )[names["user"]]
-            df = df.with_columns(user=user.replace("NA", None))
-            cols.insert(1, pl.col("user"))
+            user = pl.col("user").cast(pl.String)
+            cols.insert(1, pl.when(user != "NA").then(user).alias("user"))
         frames.append(df.select(cols))
     return _concat(frames)
 
