@@ -56,6 +56,9 @@ class Config:
     checkpoint_every: int = _field(0, "save a checkpoint every N dispatches (0: epoch ends only)")
     log_every: int = _field(50, "write a metrics line every N dispatches")
     tensorboard: bool = _field(False, "also write TensorBoard event files")
+    parallel: str = _field(
+        "none", "data parallelism: none, pmap, sharding (jit + NamedSharding) or auto"
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -74,6 +77,7 @@ class Config:
             "dtype": self.dtype in ("float32", "bfloat16"),
             "session_order": self.session_order in ("time", "shuffle"),
             "tie_mode": self.tie_mode in ("conservative", "standard", "median"),
+            "parallel": self.parallel in ("none", "pmap", "sharding", "auto"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

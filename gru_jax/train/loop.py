@@ -16,6 +16,7 @@ uninterrupted run ends.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -35,10 +36,11 @@ from gru_jax.data.dataset import write_json_atomic
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
 from gru_jax.optim import make_optimizer
+from gru_jax.train import parallel
 from gru_jax.train.checkpoint import Checkpoints
 from gru_jax.train.evaluate import evaluate
 from gru_jax.train.functional import ModelSpec
-from gru_jax.train.step import StepData, TrainState, make_train_step
+from gru_jax.train.step import TrainState, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,26 @@ def train(
     tx = build_optimizer(config)
     loss_fn = build_loss(config)
     steps = config.steps_per_dispatch
+    make_run = functools.partial(
+        make_train_step,
+        spec,
+        tx,
+        loss_fn,
+        logq=config.logq,
+        sample_alpha=config.sample_alpha,
+        dropout_seed=config.seed + 1,
+    )
+    # Devices: "none" is the plain jitted step; with several processes each one reads only
+    # its rows of every step (shard = process index), see gru_jax.train.parallel.
+    par = parallel.build(config.parallel, make_run, batch_size=config.batch_size)
     iterator = SessionParallelIterator(
-        dataset.train, config.batch_size, steps=steps, order=config.session_order, seed=config.seed
+        dataset.train,
+        config.batch_size,
+        steps=steps,
+        order=config.session_order,
+        seed=config.seed,
+        shard_index=par.data_shard,
+        num_shards=par.num_data_shards,
     )
     supports = np.asarray(dataset.item_supports(), np.float32)
     sampler = NegativeSampler(
@@ -180,16 +200,7 @@ def train(
         store_size=config.sample_store,
         seed=config.seed,
     )
-    run = make_train_step(
-        spec,
-        tx,
-        loss_fn,
-        logq=config.logq,
-        sample_alpha=config.sample_alpha,
-        dropout_seed=config.seed + 1,
-    )
-    step_fn = jax.jit(run, donate_argnums=(0,))
-    supports_device = jnp.asarray(supports)
+    supports_device = par.place_supports(supports)
 
     state = TrainState(
         params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
@@ -197,7 +208,9 @@ def train(
     position = {"epoch": 0, "dispatch": 0}
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     if checkpoints is not None and checkpoints.latest() is not None:
-        state, meta = checkpoints.restore(state)
+        # Checkpoints hold global arrays: one written with N devices restores with M.
+        state, meta = checkpoints.restore(par.restore_target(state))
+        state = par.from_restored(state)
         position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
         sampler.restore(meta["sampler"])
         log.info(
@@ -206,6 +219,10 @@ def train(
             position["epoch"],
             position["dispatch"],
         )
+    else:
+        state = par.place_state(state)
+    if par.mode != "none":
+        log.info("data parallel: %s", par.describe())
 
     logger = _Logger(out, config.tensorboard)
     n_train_events = dataset.train.n_events
@@ -224,7 +241,7 @@ def train(
     def save(epoch: int, dispatch: int) -> None:
         if checkpoints is not None:
             meta = {"epoch": epoch, "dispatch": dispatch, "sampler": sampler.state()}
-            checkpoints.save(int(state.step), state, meta)
+            checkpoints.save(par.step_count(state), par.checkpoint_state(state), meta)
 
     train_seconds = 0.0
     ran = 0
@@ -232,20 +249,19 @@ def train(
         for epoch in range(position["epoch"], config.n_epochs):
             start = position["dispatch"] if epoch == position["epoch"] else 0
             if start == 0:  # every hidden state is zero at the start of an epoch
-                state = state._replace(carry=jax.tree.map(jnp.zeros_like, state.carry))
+                state = par.zero_carry(state)
             epoch_loss, epoch_rows, epoch_events = 0.0, 0, 0
             t_epoch = time.perf_counter()
             for dispatch, batch in enumerate(iterator.epoch(epoch, start), start=start):
                 negatives = sampler.take(steps)
-                data = StepData(batch.inputs, batch.targets, batch.resets, batch.mask, negatives)
-                state, losses = step_fn(state, data, supports_device)
+                state, losses, rows = par.step(state, batch, negatives, supports_device)
                 losses = np.asarray(losses)  # waits for the dispatch: the NaN guard needs it
-                rows = batch.mask.sum(axis=1)
+                rows = np.asarray(rows)  # active rows of each step, over all processes
                 if not np.all(np.isfinite(losses)):
                     bad = int(np.flatnonzero(~np.isfinite(losses))[0])
                     raise TrainingError(
                         f"non-finite loss {losses[bad]} at epoch {epoch + 1}, dispatch "
-                        f"{dispatch + 1}, step {int(state.step) - steps + bad + 1}; the last good "
+                        f"{dispatch + 1}, step {par.step_count(state) - steps + bad + 1}; the last good "
                         f"checkpoint is kept"
                         + (f" in {checkpoints.directory}" if checkpoints else "")
                     )
@@ -260,7 +276,7 @@ def train(
                     record = {
                         "epoch": epoch + 1,
                         "dispatch": dispatch + 1,
-                        "step": int(state.step),
+                        "step": par.step_count(state),
                         "loss": epoch_loss / max(epoch_rows, 1),
                         "events_per_second": epoch_events / max(elapsed, 1e-9),
                     }
@@ -273,14 +289,14 @@ def train(
                 if stop_after_dispatches is not None and ran >= stop_after_dispatches:
                     train_seconds += time.perf_counter() - t_epoch
                     save(epoch, dispatch + 1)
-                    return TrainResult(spec, state.params, {"interrupted": True}, out)
+                    return TrainResult(spec, par.local_params(state), {"interrupted": True}, out)
             epoch_seconds = time.perf_counter() - t_epoch
             train_seconds += epoch_seconds
             save(epoch + 1, 0)
             logger.write(
                 {
                     "epoch": epoch + 1,
-                    "step": int(state.step),
+                    "step": par.step_count(state),
                     "epoch_end": True,
                     "loss": epoch_loss / max(epoch_rows, 1),
                     "epoch_seconds": epoch_seconds,
@@ -309,11 +325,13 @@ def train(
         "n_train_events": n_train_events,
         "n_epochs_run": epochs_run,
     }
+    params = par.local_params(state)  # one process-local copy
     if evaluate_test and dataset.test is not None:
+        # NOTE: every process evaluates the whole test set on one of its devices (no collectives).
         t0 = time.perf_counter()
         metrics = evaluate(
             spec,
-            state.params,
+            params,
             dataset.test,
             batch_size=config.eval_batch_size,
             cutoffs=config.cutoffs,
@@ -324,9 +342,10 @@ def train(
         results.update(metrics)
     results["config"] = config.to_dict()
     results["versions"] = versions()
+    results["parallel"] = par.describe()
     if out is not None and is_writer:
         write_json_atomic(out / "results.json", results)
-    return TrainResult(spec, state.params, results, out)
+    return TrainResult(spec, params, results, out)
 
 
 def load_run(run_dir: str | pathlib.Path) -> tuple[Config, ModelSpec, dict, np.ndarray]:

@@ -64,8 +64,11 @@ def make_train_step(
     """Returns ``run(state, data, supports) -> (state, losses (T,))``, not yet jitted.
 
     ``supports`` (N,) are the training-event counts per item (for the logQ correction).
-    ``axis_name``: when set (pmap), gradients are averaged over that axis — see
-    `gru_jax.train.parallel`.
+    ``axis_name``: when set, ``run`` is the per-device body of a ``pmap`` (or ``shard_map``) over
+    that axis, each device holding B_local = B / devices rows of the step: the targets and masks
+    are gathered, the loss is each device's share of the global loss and the gradients are
+    summed, so every device applies the single-device update (see `gru_jax.train.parallel`).
+    Dropout keys also fold in the device index, so masks differ from a single-device run.
     """
     n_items = spec.n_items
     base_key = jax.random.key(dropout_seed)
@@ -74,18 +77,28 @@ def make_train_step(
         inputs, targets, resets, mask, negatives = batch
         carry = reset_carry(state.carry, resets)
         tables, dense = split_tables(state.params)
-        candidates = jnp.concatenate([targets, negatives])
+        key = jax.random.fold_in(base_key, state.step)
+        loss_kw = {}
+        all_targets, all_mask = targets, mask
+        if axis_name is not None:
+            # This device holds rows [offset, offset + B_local) of the step; every row is scored
+            # against all B targets of the step (in-batch negatives) plus the shared negatives.
+            shard = jax.lax.axis_index(axis_name)
+            all_targets = jax.lax.all_gather(targets, axis_name, tiled=True)
+            all_mask = jax.lax.all_gather(mask, axis_name, tiled=True)
+            loss_kw = {"row_offset": shard * targets.shape[0]}
+            key = jax.random.fold_in(key, shard)  # different dropout masks on every device
+        candidates = jnp.concatenate([all_targets, negatives])
         rows_in = tables[spec.input_table][inputs]
         rows_out = tables["item_matrix"][candidates]
         bias_out = tables["item_bias"][candidates]
-        log_q = build_log_q(supports, targets, negatives, sample_alpha) if logq else None
-        key = jax.random.fold_in(base_key, state.step)
+        log_q = build_log_q(supports, all_targets, negatives, sample_alpha) if logq else None
 
         def objective(dense, rows_in, rows_out, bias_out):
             model = spec.build({**tables, **dense})
             new_carry, hidden = model.step(carry, rows_in, dropout_key=key)
             scores = model.score(hidden, rows_out, bias_out)
-            return loss_fn(scores, mask, log_q=log_q), new_carry
+            return loss_fn(scores, all_mask, log_q=log_q, **loss_kw), new_carry
 
         (loss, new_carry), grads = jax.value_and_grad(objective, (0, 1, 2, 3), has_aux=True)(
             dense, rows_in, rows_out, bias_out
@@ -93,7 +106,13 @@ def make_train_step(
         g_dense, g_in, g_out, g_bias = grads
         # Rows of masked slots are padded out (index N): their state must not move at all.
         in_idx = jnp.where(mask, inputs, n_items)
-        out_idx = jnp.concatenate([jnp.where(mask, targets, n_items), negatives])
+        out_idx = jnp.concatenate([jnp.where(all_mask, all_targets, n_items), negatives])
+        if axis_name is not None:
+            # Each device's loss is its rows' share of the global loss (divided by the global B),
+            # so sums over devices give the single-device loss and gradients exactly.
+            loss, g_dense, g_out, g_bias = jax.lax.psum((loss, g_dense, g_out, g_bias), axis_name)
+            in_idx = jax.lax.all_gather(in_idx, axis_name, tiled=True)
+            g_in = jax.lax.all_gather(g_in, axis_name, tiled=True)
         table_grads = {
             "item_matrix": RowSparse(out_idx, g_out),
             "item_bias": RowSparse(out_idx, g_bias),
@@ -105,8 +124,6 @@ def make_train_step(
         else:
             table_grads[spec.input_table] = RowSparse(in_idx, g_in)
         grads = {**table_grads, **g_dense}
-        if axis_name is not None:
-            grads, loss = _average_over(axis_name, grads, loss)
 
         def update(_):
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -115,9 +132,7 @@ def make_train_step(
         def skip(_):
             return state.params, state.opt_state
 
-        active = jnp.any(mask)
-        if axis_name is not None:
-            active = jax.lax.pmax(active.astype(jnp.int32), axis_name) > 0
+        active = jnp.any(all_mask)
         params, opt_state = jax.lax.cond(active, update, skip, None)
         new_carry = jax.lax.stop_gradient(new_carry)
         return TrainState(params, opt_state, new_carry, state.step + 1), loss
@@ -127,19 +142,3 @@ def make_train_step(
         return jax.lax.scan(functools.partial(one_step, supports), state, xs)
 
     return run
-
-
-def _average_over(axis_name: str, grads: dict, loss: jax.Array):
-    """Data-parallel mean: dense gradients by pmean, row-sparse ones by gathering every
-    device's rows (values / number of devices), so the sum over devices is the mean."""
-    n = jax.lax.psum(1, axis_name)
-
-    def average(g):
-        if isinstance(g, RowSparse):
-            idx = jax.lax.all_gather(g.indices, axis_name, tiled=True)
-            val = jax.lax.all_gather(g.values, axis_name, tiled=True)
-            return RowSparse(idx, val / n)
-        return jax.lax.pmean(g, axis_name)
-
-    grads = jax.tree.map(average, grads, is_leaf=lambda x: isinstance(x, RowSparse))
-    return grads, jax.lax.pmean(loss, axis_name)
