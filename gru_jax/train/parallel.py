@@ -211,8 +211,10 @@ def make_mesh(devices: list | None = None) -> Mesh:
 class DataParallel:
     """Places the train state and batches on the devices and runs the step, for one mode.
 
-    The state between calls is in the mode's own layout (``place_state``); ``checkpoint_state``
-    and ``restore_target`` convert to and from the checkpoint layout (global arrays), and
+    The state between calls is in the mode's own layout (``place_state`` takes it there from the
+    checkpoint layout: global shapes, carry (B, H)); ``checkpoint_state`` converts back, and
+    ``restore_target`` turns a state in the checkpoint layout into the abstract arrays (with
+    shardings) that orbax restores into, ``from_restored`` then placing the result.
     ``local_params`` gives one process-local copy of the parameters (evaluation, results).
 
     Attributes:
@@ -487,15 +489,7 @@ class PmapParallel(_MeshParallel):
 
     def restore_target(self, state):
         # Everything replicated: each process then takes its rows of the carry on the host.
-        def replicated(x):
-            return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=self.replicated)
-
-        def carry(c):
-            shape = (self.batch_size, *c.shape[2:])
-            return jax.ShapeDtypeStruct(shape, c.dtype, sharding=self.replicated)
-
-        target = jax.tree.map(replicated, state)
-        return target._replace(carry=jax.tree.map(carry, state.carry))
+        return jax.tree.map(lambda x: _abstract(x, self.replicated), state)
 
     def from_restored(self, state):
         return self.place_state(state)

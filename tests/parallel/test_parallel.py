@@ -1,0 +1,251 @@
+"""Data-parallel training equals single-device training for the same global batch.
+
+JAX fixes its device count when it starts, so every run here happens in a subprocess
+(`worker.py`) with its own virtual CPU devices; the rest of the suite keeps one device. All
+comparisons use dropout 0 except where said: pmap folds the device index into the dropout key,
+so its masks differ from one device's by design (the sharding mode draws the same masks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+WORKER = pathlib.Path(__file__).with_name("worker.py")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TIMEOUT_S = 300
+TOLERANCE = 1e-5  # float32, 20 steps of Adagrad
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _spec(tmp_path: pathlib.Path, name: str, runs: list[dict], **devices) -> pathlib.Path:
+    path = tmp_path / f"{name}.spec.json"
+    path.write_text(json.dumps({"output": str(tmp_path), "runs": runs, **devices}))
+    return path
+
+
+def _start(spec: pathlib.Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(spec)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait(*procs: subprocess.Popen) -> None:
+    outputs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        outputs.append((proc.returncode, out))
+    failed = [out for code, out in outputs if code != 0]
+    assert not failed, "worker failed:\n" + "\n".join(out[-4000:] for out in failed)
+
+
+def run_worker(tmp_path: pathlib.Path, name: str, runs: list[dict], **devices) -> None:
+    _wait(_start(_spec(tmp_path, name, runs, **devices)))
+
+
+def params(tmp_path: pathlib.Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(tmp_path / f"{name}.npz") as f:
+        return dict(f)
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# One process, 4 devices: pmap and sharding against none
+# ---------------------------------------------------------------------------------------------
+
+CASES = {
+    # cross-entropy with logQ, shared embedding, no momentum
+    "cross-entropy": {"loss": "cross-entropy", "logq": 1.0},
+    # bpr-max with momentum, ELU and score regularisation
+    "bpr-max": {"loss": "bpr-max", "momentum": 0.3, "bpreg": 0.5, "elu_param": 0.5},
+    # top1-max with a separate input embedding table and momentum
+    "top1-max": {
+        "loss": "top1-max",
+        "momentum": 0.1,
+        "elu_param": 0.0,
+        "constrained_embedding": False,
+        "embedding": 8,
+    },
+}
+DROPOUT = {"dropout_p_embed": 0.2, "dropout_p_hidden": 0.1}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_four_devices_match_one_device_after_20_steps(tmp_path, case):
+    # Given the same config and data, run for 5 dispatches of 4 steps in each mode
+    config = CASES[case]
+    runs = [
+        {"name": mode, "config": {**config, "parallel": mode}, "stop_after_dispatches": 5}
+        for mode in ("none", "pmap", "sharding")
+    ]
+    with_dropout = case == "top1-max"
+    if with_dropout:
+        runs += [
+            {
+                "name": f"{mode}-dropout{i}",
+                "config": {**config, **DROPOUT, "parallel": mode},
+                "stop_after_dispatches": 5,
+            }
+            for mode, i in (("none", 0), ("sharding", 0), ("pmap", 0))
+        ]
+
+    # When the runs finish on 4 virtual CPU devices
+    run_worker(tmp_path, case, runs, cpu_devices=4)
+
+    # Then both parallel modes give the single-device parameters
+    reference = params(tmp_path, "none")
+    initial_gap = max(float(np.max(np.abs(v))) for v in reference.values())
+    assert initial_gap > 0.1
+    for mode in ("pmap", "sharding"):
+        assert max_diff(params(tmp_path, mode), reference) < TOLERANCE, mode
+    if with_dropout:
+        # sharding draws the single-device masks; pmap its own (the device index is folded in)
+        none, sharding = params(tmp_path, "none-dropout0"), params(tmp_path, "sharding-dropout0")
+        pmap = params(tmp_path, "pmap-dropout0")
+        assert max_diff(sharding, none) < TOLERANCE
+        assert max_diff(pmap, none) > 1e-3
+        assert all(np.all(np.isfinite(v)) for v in pmap.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes (jax.distributed, gloo) against one
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.multiprocess
+def test_two_processes_match_one_process(tmp_path):
+    # Given two processes of 2 CPU devices each, coordinated on localhost
+    config = {"loss": "bpr-max", "momentum": 0.3, "n_epochs": 2, "checkpoint_every": 4}
+    runs = [
+        {
+            "name": mode,
+            "config": {**config, "parallel": mode},
+            "out_dir": str(tmp_path / f"run-{mode}"),
+            "evaluate": True,
+        }
+        for mode in ("sharding", "pmap")
+    ]
+    port = free_port()
+    procs = [
+        _start(
+            _spec(
+                tmp_path,
+                f"process{i}",
+                runs,
+                cpu_devices=2,
+                coordinator=f"127.0.0.1:{port}",
+                num_processes=2,
+                process_id=i,
+            )
+        )
+        for i in range(2)
+    ]
+    # and one process of one device on the same data
+    single = [{**runs[0], "name": "none", "config": config, "out_dir": str(tmp_path / "run-none")}]
+    run_worker(tmp_path, "single", single, cpu_devices=1)
+    _wait(*procs)
+
+    # Then parameters, logged losses and test metrics agree; process 0 wrote the run
+    reference = params(tmp_path, "none")
+    metrics = json.loads((tmp_path / "none.json").read_text())
+    losses = _losses(tmp_path / "run-none")
+    for mode in ("sharding", "pmap"):
+        assert max_diff(params(tmp_path, mode), reference) < TOLERANCE, mode
+        results = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert results["parallel"] == {
+            "mode": mode,
+            "num_devices": 4,
+            "num_processes": 2,
+            "rows_per_device": 2,
+        }
+        for key in ("recall@20", "mrr@20", "ndcg@20", "n_test_events"):
+            assert results[key] == pytest.approx(metrics[key], abs=1e-6), (mode, key)
+        np.testing.assert_allclose(_losses(tmp_path / f"run-{mode}"), losses, rtol=1e-5)
+
+
+def _losses(run_dir: pathlib.Path) -> np.ndarray:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return np.array([json.loads(line)["loss"] for line in lines])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: written with 4 devices, restored with 1 and with 2
+# ---------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_from_four_devices_resumes_on_one_and_two(tmp_path):
+    # Given an uninterrupted 2-epoch run, and runs stopped mid-epoch on 4 devices
+    config = {"loss": "cross-entropy", "logq": 1.0, "momentum": 0.2, "n_epochs": 2}
+
+    def run(name, mode, out, stop=None):
+        return {
+            "name": name,
+            "config": {**config, "parallel": mode},
+            "out_dir": str(tmp_path / out),
+            "stop_after_dispatches": stop,
+        }
+
+    run_worker(
+        tmp_path,
+        "four",
+        [
+            run("full", "none", "full"),
+            run("stopped-sharding", "sharding", "from-sharding", stop=7),
+            run("stopped-pmap", "pmap", "from-pmap", stop=7),
+        ],
+        cpu_devices=4,
+    )
+    shutil.copytree(tmp_path / "from-sharding", tmp_path / "from-sharding-2")
+
+    # When they resume on one device, and on two in the other mode
+    one = _start(_spec(tmp_path, "one", [run("one", "none", "from-sharding")], cpu_devices=1))
+    two = _start(
+        _spec(
+            tmp_path,
+            "two",
+            [
+                run("two-sharding", "sharding", "from-pmap"),
+                run("two-pmap", "pmap", "from-sharding-2"),
+            ],
+            cpu_devices=2,
+        )
+    )
+    _wait(one, two)
+
+    # Then each ends where the uninterrupted run ends
+    full = params(tmp_path, "full")
+    assert max_diff(params(tmp_path, "stopped-sharding"), full) > 1e-3  # it did stop early
+    for name in ("one", "two-sharding", "two-pmap"):
+        assert max_diff(params(tmp_path, name), full) < TOLERANCE, name
