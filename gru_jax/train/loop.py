@@ -239,9 +239,11 @@ def train(
     )
 
     def save(epoch: int, dispatch: int) -> None:
-        if checkpoints is not None:
+        number = par.step_count(state)
+        # Once per step: an interruption can fall on a step that a periodic save just wrote.
+        if checkpoints is not None and number != checkpoints.latest():
             meta = {"epoch": epoch, "dispatch": dispatch, "sampler": sampler.state()}
-            checkpoints.save(par.step_count(state), par.checkpoint_state(state), meta)
+            checkpoints.save(number, par.checkpoint_state(state), meta)
 
     train_seconds = 0.0
     ran = 0
@@ -284,7 +286,8 @@ def train(
                         loss=f"{record['loss']:.4f}", ev_s=f"{record['events_per_second']:.0f}"
                     )
                     logger.write(record)
-                if config.checkpoint_every and (dispatch + 1) % config.checkpoint_every == 0:
+                periodic = config.checkpoint_every and (dispatch + 1) % config.checkpoint_every == 0
+                if periodic and dispatch + 1 < dispatches_per_epoch:  # else the epoch-end save
                     save(epoch, dispatch + 1)
                 if stop_after_dispatches is not None and ran >= stop_after_dispatches:
                     train_seconds += time.perf_counter() - t_epoch

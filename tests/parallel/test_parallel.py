@@ -144,10 +144,13 @@ def test_four_devices_match_one_device_after_20_steps(tmp_path, case):
 # ---------------------------------------------------------------------------------------------
 
 
+SMALL = {"n_train": 48, "n_test": 16}  # 7 dispatches: collectives between processes are slow
+
+
 @pytest.mark.multiprocess
 def test_two_processes_match_one_process(tmp_path):
     # Given two processes of 2 CPU devices each, coordinated on localhost
-    config = {"loss": "bpr-max", "momentum": 0.3, "n_epochs": 2, "checkpoint_every": 4}
+    config = {"loss": "bpr-max", "momentum": 0.3, "checkpoint_every": 4}
     runs = [
         {
             "name": mode,
@@ -168,13 +171,14 @@ def test_two_processes_match_one_process(tmp_path):
                 coordinator=f"127.0.0.1:{port}",
                 num_processes=2,
                 process_id=i,
+                dataset=SMALL,
             )
         )
         for i in range(2)
     ]
     # and one process of one device on the same data
     single = [{**runs[0], "name": "none", "config": config, "out_dir": str(tmp_path / "run-none")}]
-    run_worker(tmp_path, "single", single, cpu_devices=1)
+    run_worker(tmp_path, "single", single, cpu_devices=1, dataset=SMALL)
     _wait(*procs)
 
     # Then parameters, logged losses and test metrics agree; process 0 wrote the run

@@ -5,7 +5,8 @@ this script in a subprocess::
 
     python tests/parallel/worker.py SPEC.json
 
-SPEC holds ``cpu_devices``, optionally ``coordinator``/``num_processes``/``process_id``, and
+SPEC holds ``cpu_devices``, optionally ``coordinator``/``num_processes``/``process_id`` and
+``dataset`` (keyword arguments of `tiny_dataset`), and
 ``runs``: a list of {"name", "config" (overrides), "out_dir", "stop_after_dispatches",
 "evaluate"}. Each run writes NAME.npz (the final parameters, flattened) and NAME.json (its
 results) into ``SPEC["output"]``, on process 0 only.
@@ -70,7 +71,7 @@ def main(spec_path: str) -> None:
     from gru_jax.train.loop import train
 
     output = pathlib.Path(spec["output"])
-    dataset = tiny_dataset()
+    dataset = tiny_dataset(**spec.get("dataset", {}))
     for run in spec["runs"]:
         config = Config().replace(**{**TINY, **run.get("config", {})})
         result = train(
