@@ -1,0 +1,77 @@
+"""Flags, environment variables and mode resolution of gru_jax.train.parallel (no devices used)."""
+
+import argparse
+
+import pytest
+
+from gru_jax.train import parallel
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    parallel.add_parallel_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_parse():
+    args = _parse(
+        [
+            "--parallel",
+            "pmap",
+            "--cpu-devices",
+            "4",
+            "--coordinator",
+            "10.0.0.1:1234",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "1",
+        ]
+    )
+    assert (args.parallel, args.cpu_devices, args.coordinator) == ("pmap", 4, "10.0.0.1:1234")
+    assert (args.num_processes, args.process_id) == (2, 1)
+
+
+def test_flags_default_to_nothing(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    args = _parse([])
+    assert args.parallel is None
+    assert parallel.setup_parallel(args) is None  # one process: nothing to initialise
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(SystemExit):
+        _parse(["--parallel", "ring"])
+    with pytest.raises(ValueError, match="unknown parallel mode"):
+        parallel.resolve_mode("ring")
+
+
+def test_several_processes_need_a_coordinator(monkeypatch):
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "0")
+    with pytest.raises(ValueError, match="coordinator"):
+        parallel.setup_parallel(_parse([]))
+
+
+def test_coordinator_needs_process_count_and_index():
+    with pytest.raises(ValueError, match="num_processes and process_id"):
+        parallel.initialize(coordinator="127.0.0.1:1", num_processes=2)
+
+
+@pytest.mark.parametrize(
+    "mode, devices, want",
+    [("auto", 1, "none"), ("auto", 8, "sharding"), ("pmap", 1, "pmap"), ("none", 8, "none")],
+)
+def test_resolve_mode(mode, devices, want):
+    assert parallel.resolve_mode(mode, devices) == want
+
+
+def test_config_key():
+    from gru_jax.config import Config
+
+    assert Config().parallel == "none"
+    assert Config().replace(parallel="auto").parallel == "auto"
+    with pytest.raises(ValueError, match="parallel"):
+        Config().replace(parallel="ring")
