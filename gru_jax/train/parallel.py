@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -308,8 +309,8 @@ class SingleDevice(DataParallel):
 class _MeshParallel(DataParallel):
     """What the pmap and sharding modes share: the mesh, the row split and global arrays."""
 
-    def __init__(self, mode: str, batch_size: int):
-        mesh = make_mesh()
+    def __init__(self, mode: str, batch_size: int, devices: list | None = None):
+        mesh = make_mesh(devices)
         n = mesh.devices.size
         if batch_size % n:
             raise ValueError(
@@ -348,8 +349,8 @@ class _MeshParallel(DataParallel):
 class ShardingParallel(_MeshParallel):
     """Mode "sharding": ``jax.jit`` of the single-device step with ``NamedSharding``."""
 
-    def __init__(self, make_run: MakeRun, batch_size: int):
-        super().__init__("sharding", batch_size)
+    def __init__(self, make_run: MakeRun, batch_size: int, devices: list | None = None):
+        super().__init__("sharding", batch_size, devices)
         self._run = make_run(axis_name=None)
         self._batch = NamedSharding(self.mesh, P(None, DATA_AXIS))  # (T, B) arrays
         self._step = None  # jitted on first use, when the state's structure is known
@@ -420,9 +421,13 @@ class PmapParallel(_MeshParallel):
     and step replicated, the carry (n_local, B_local, H) in global row order.
     """
 
-    def __init__(self, make_run: MakeRun, batch_size: int):
-        super().__init__("pmap", batch_size)
-        self.num_local = jax.local_device_count()
+    def __init__(self, make_run: MakeRun, batch_size: int, devices: list | None = None):
+        super().__init__("pmap", batch_size, devices)
+        local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        self.num_local = len(local)
+        pmap = functools.partial(
+            jax.pmap, axis_name=DATA_AXIS, devices=None if devices is None else local
+        )
         run = make_run(axis_name=DATA_AXIS)
 
         def step(state, local, negatives, supports):
@@ -430,11 +435,9 @@ class PmapParallel(_MeshParallel):
             rows = jax.lax.psum(jnp.sum(local[3], axis=1), DATA_AXIS)
             return state, losses, rows
 
-        self._step = jax.pmap(
-            step, axis_name=DATA_AXIS, in_axes=(0, 0, None, None), donate_argnums=(0,)
-        )
-        self._put = jax.pmap(lambda x: x)
-        self._zeros = jax.pmap(lambda c: jax.tree.map(jnp.zeros_like, c), donate_argnums=(0,))
+        self._step = pmap(step, in_axes=(0, 0, None, None), donate_argnums=(0,))
+        self._put = pmap(lambda x: x)
+        self._zeros = pmap(lambda c: jax.tree.map(jnp.zeros_like, c), donate_argnums=(0,))
 
     def _split(self, x: np.ndarray) -> np.ndarray:
         """(B_process, ...) rows → (n_local, B_local, ...)."""
@@ -507,13 +510,20 @@ def _in_order(x: jax.Array) -> list:
     return sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
 
 
-def build(mode: str, make_run: MakeRun, *, batch_size: int) -> DataParallel:
-    """The `DataParallel` of ``mode`` ("auto" resolved) for steps of ``batch_size`` rows."""
-    mode = resolve_mode(mode)
+def build(
+    mode: str, make_run: MakeRun, *, batch_size: int, devices: list | None = None
+) -> DataParallel:
+    """The `DataParallel` of ``mode`` ("auto" resolved) for steps of ``batch_size`` rows.
+
+    ``devices``: a subset of ``jax.devices()`` to use (one process only; default: all).
+    """
+    if devices is not None and jax.process_count() > 1:
+        raise ValueError("a subset of devices is for one process only")
+    mode = resolve_mode(mode, None if devices is None else len(devices))
     if mode == "none":
         if jax.process_count() > 1:
             raise ValueError("several processes need --parallel pmap, sharding or auto")
         return SingleDevice(make_run, batch_size)
     if mode == "pmap":
-        return PmapParallel(make_run, batch_size)
-    return ShardingParallel(make_run, batch_size)
+        return PmapParallel(make_run, batch_size, devices)
+    return ShardingParallel(make_run, batch_size, devices)
