@@ -347,7 +347,11 @@ class _MeshParallel(DataParallel):
 
 
 class ShardingParallel(_MeshParallel):
-    """Mode "sharding": ``jax.jit`` of the single-device step with ``NamedSharding``."""
+    """Mode "sharding": ``jax.jit`` of the single-device step with ``NamedSharding``.
+
+    TODO(#5): GSPMD partitions the scores by rows as intended, but adds all-to-alls around the
+    loss and the row-sparse coalesce; sharding constraints inside the step could remove them.
+    """
 
     def __init__(self, make_run: MakeRun, batch_size: int, devices: list | None = None):
         super().__init__("sharding", batch_size, devices)
