@@ -154,7 +154,8 @@ class GRU4Rec(nnx.Module):
                 if (i == 0 and self.mode == "onehot")
                 else (self.n_input if i == 0 else self.layers[i - 1])
             )
-            carries.append(cell.initialize_carry((batch, in_features)))
+            # Flax's cells insist on RNGs even for their zero carry.
+            carries.append(cell.initialize_carry((batch, in_features), nnx.Rngs(0)))
         return tuple(jax.tree_util.tree_map(lambda c: c.astype(jnp.float32), carries))
 
     def step(

@@ -160,7 +160,14 @@ class GRU(nnx.Module):
 
             gi = F.input_projection(params, xs, self.dtype)
             return gru_sequence_pallas(
-                gi, h0, params.kernel_h, params.bias_h, resets, mask, variant=self.variant
+                gi,
+                h0,
+                params.kernel_h,
+                params.bias_h,
+                resets,
+                mask,
+                variant=self.variant,
+                dtype=self.dtype,
             )
         hoist = default_hoist() if self.hoist is None else self.hoist
         return _xla_sequence(

@@ -1,0 +1,457 @@
+"""One GRU layer over time, forward and forward+backward, across implementations.
+
+Implementations (each run in the same process, its rounds interleaved with the others'):
+
+  gru_jax             `gru_jax.GRU(impl="auto")`: the default arrangement for the platform
+  gru_jax[hoist=F]    the XLA path with the input projection inside the loop
+  gru_jax[hoist=T]    the XLA path with the input projection hoisted out of the loop
+  gru_jax[autodiff]   the default arrangement with JAX's autodiff backward instead of the
+                      hand-written VJP (shows what the VJP buys)
+  gru_jax[pallas]     the Pallas kernel, only where the platform runs it natively (not CPU)
+  nnx                 `flax.nnx.RNN(flax.nnx.GRUCell)`: the reference for the ratios
+  linen               `flax.linen.RNN(flax.linen.GRUCell)`
+  torch               `torch.nn.GRU` (cuDNN on GPU, ATen on CPU), when PyTorch is importable
+
+Every layer is time-major (T, B, E), E = H, one layer. Forward returns the outputs (T, B, H);
+forward+backward takes the gradient of Σ outputs ⊙ W (a fixed random W) with respect to the
+parameters and the inputs. Compilation and warm-up calls are excluded; the clock stops after
+`block_until_ready` (`torch.cuda.synchronize` for PyTorch). Each figure is the median over
+``--repeats`` rounds, and within a round the implementations run in a shuffled order, so that
+noise from other processes hits all of them alike. FLOP counts are the matmul FLOPs of the
+layer (2·T·B·(E + H)·3H forward, 3x that for forward+backward).
+
+    python benchmarks/cell.py --quick            # CPU: 4 shapes at T = 20, float32, a few minutes
+    python benchmarks/cell.py                    # the full grid (for accelerators)
+    python benchmarks/cell.py --batch 128 --hidden 100 --steps 20 50 --dtypes bfloat16
+
+On CPU the run is pinned to ``--threads`` threads (default 1) for XLA and PyTorch alike, since
+the machine is shared. Results go to benchmarks/results/cell_<device>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import random
+import statistics
+import sys
+import time
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+REFERENCE = "nnx"
+GRID = {"batch": (32, 128, 512), "hidden": (100, 256, 512), "steps": (1, 20, 50)}
+QUICK = {"batch": (128, 512), "hidden": (100, 256), "steps": (20,)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="B 128/512, H 100/256, T 20")
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes B")
+    parser.add_argument("--hidden", type=int, nargs="+", help="hidden sizes H (E = H)")
+    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T")
+    parser.add_argument("--dtypes", nargs="+", default=None, help="float32 and/or bfloat16")
+    parser.add_argument("--modes", nargs="+", default=("fwd", "fwd+bwd"))
+    parser.add_argument("--impls", nargs="+", default=None, help="subset of implementations")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median taken)")
+    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timed sample")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: library default)")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    grid = QUICK if args.quick else GRID
+    args.batch = tuple(args.batch or grid["batch"])
+    args.hidden = tuple(args.hidden or grid["hidden"])
+    args.steps = tuple(args.steps or grid["steps"])
+    args.dtypes = tuple(args.dtypes or (("float32",) if args.quick else ("float32", "bfloat16")))
+    return args
+
+
+def pin_threads(threads: int) -> None:
+    """Single-threaded XLA:CPU (must run before jax is imported)."""
+    if threads == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: each builder returns run() -> result to block on, or None if unavailable.
+# ---------------------------------------------------------------------------------------------
+
+
+def jax_inputs(shape, dtype, seed=0):
+    import jax
+
+    steps, batch, hidden = shape
+    kx, kw = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (steps, batch, hidden)).astype(dtype)
+    w = jax.random.normal(kw, (steps, batch, hidden))
+    return x, w
+
+
+def build_nnx_like(make_module, mode, x, w, call=lambda module, x: module(x)[0]):
+    """A jitted forward or forward+backward of an NNX module; call(module, x) -> (T, B, H)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, params, rest = nnx.split(make_module(), nnx.Param, ...)
+
+    def forward(params, x):
+        return call(nnx.merge(graphdef, params, rest), x)
+
+    def loss(params, x):
+        return jnp.sum(forward(params, x).astype(jnp.float32) * w)
+
+    fn = jax.jit(forward if mode == "fwd" else jax.grad(loss, argnums=(0, 1)))
+    return lambda: fn(params, x)
+
+
+def build_gru_jax(mode, shape, dtype, *, impl="auto"):
+    """`gru_jax.GRU` as users call it."""
+    import jax
+    from flax import nnx
+
+    from gru_jax import GRU
+
+    if impl == "pallas" and jax.default_backend() == "cpu":
+        return None  # Interpret mode is a test harness, not a benchmark.
+    steps, batch, hidden = shape
+    x, w = jax_inputs(shape, dtype)
+    compute = None if dtype == "float32" else dtype
+    kwargs = dict(impl=impl, time_major=True, dtype=compute, rngs=nnx.Rngs(0))
+    return build_nnx_like(lambda: GRU(hidden, hidden, **kwargs), mode, x, w)
+
+
+def build_gru_jax_xla(mode, shape, dtype, *, hoist=None, backward="fused"):
+    """`gru_jax.nn.functional.sequence` with a given arrangement (None: the platform default)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from gru_jax import FusedGRUCell
+    from gru_jax.nn import functional as F
+    from gru_jax.nn.layer import default_hoist
+
+    steps, batch, hidden = shape
+    x, w = jax_inputs(shape, dtype)
+    compute = None if dtype == "float32" else dtype
+    params = FusedGRUCell(hidden, hidden, rngs=nnx.Rngs(0)).params
+    h0 = jax.numpy.zeros((batch, hidden))
+    hoist = default_hoist() if hoist is None else hoist
+
+    def forward(params, x):
+        hs, _ = F.sequence(params, x, h0, hoist=hoist, dtype=compute, backward=backward)
+        return hs
+
+    def loss(params, x):
+        return jnp.sum(forward(params, x) * w)
+
+    fn = jax.jit(forward if mode == "fwd" else jax.grad(loss, argnums=(0, 1)))
+    return lambda: fn(params, x)
+
+
+def build_nnx(mode, shape, dtype):
+    import jax.numpy as jnp
+    from flax import nnx
+
+    steps, batch, hidden = shape
+    x, w = jax_inputs(shape, dtype)
+    compute = None if dtype == "float32" else dtype
+
+    def make():
+        cell = nnx.GRUCell(hidden, hidden, dtype=compute, rngs=nnx.Rngs(0))
+        return nnx.RNN(cell, time_major=True)
+
+    h0 = jnp.zeros((batch, hidden))
+    return build_nnx_like(make, mode, x, w, lambda rnn, x: rnn(x, initial_carry=h0))
+
+
+def build_linen(mode, shape, dtype):
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    steps, batch, hidden = shape
+    x, w = jax_inputs(shape, dtype)
+    compute = None if dtype == "float32" else dtype
+    model = nn.RNN(nn.GRUCell(hidden, dtype=compute), time_major=True)
+    params = model.init(jax.random.key(0), x)
+
+    def forward(params, x):
+        return model.apply(params, x)
+
+    def loss(params, x):
+        return jnp.sum(forward(params, x).astype(jnp.float32) * w)
+
+    fn = jax.jit(forward if mode == "fwd" else jax.grad(loss, argnums=(0, 1)))
+    return lambda: fn(params, x)
+
+
+def build_torch(mode, shape, dtype):
+    try:
+        import torch
+    except ImportError:
+        return None
+    steps, batch, hidden = shape
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(hidden, hidden).to(device=device, dtype=tdtype)
+    x = torch.randn(steps, batch, hidden, device=device, dtype=tdtype)
+    w = torch.randn(steps, batch, hidden, device=device, dtype=tdtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        if mode == "fwd":
+            with torch.no_grad():
+                out = gru(x)[0]
+        else:
+            xg = x.detach().requires_grad_(True)
+            gru.zero_grad(set_to_none=True)
+            out = gru(xg)[0]
+            (out * w).sum().backward()
+        sync()
+        return out
+
+    return run
+
+
+IMPLS = {
+    "gru_jax": build_gru_jax,
+    "gru_jax[hoist=F]": lambda m, s, d: build_gru_jax_xla(m, s, d, hoist=False),
+    "gru_jax[hoist=T]": lambda m, s, d: build_gru_jax_xla(m, s, d, hoist=True),
+    "gru_jax[autodiff]": lambda m, s, d: build_gru_jax_xla(m, s, d, backward="autodiff"),
+    "gru_jax[pallas]": lambda m, s, d: build_gru_jax(m, s, d, impl="pallas"),
+    "nnx": build_nnx,
+    "linen": build_linen,
+    "torch": build_torch,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------------------------
+
+
+def block(result):
+    import jax
+
+    if hasattr(result, "block_until_ready") or isinstance(result, (tuple, list, dict)):
+        return jax.block_until_ready(result)
+    return result  # torch: already synchronised in run().
+
+
+def calls_per_sample(run, min_time: float) -> int:
+    start = time.perf_counter()
+    block(run())
+    once = max(time.perf_counter() - start, 1e-6)
+    return max(1, round(min_time / once))
+
+
+def measure(runs: dict, repeats: int, min_time: float) -> dict[str, float]:
+    """Median seconds per call of each run, rounds interleaved in a shuffled order."""
+    for run in runs.values():
+        block(run())  # compile / warm up
+    counts = {name: calls_per_sample(run, min_time) for name, run in runs.items()}
+    samples = {name: [] for name in runs}
+    order = list(runs)
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for name in order:
+            run, n = runs[name], counts[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                result = run()
+            block(result)
+            samples[name].append((time.perf_counter() - start) / n)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def layer_flops(shape, mode) -> float:
+    steps, batch, hidden = shape
+    forward = 2.0 * steps * batch * (hidden + hidden) * 3 * hidden
+    return forward if mode == "fwd" else 3.0 * forward
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+# ---------------------------------------------------------------------------------------------
+
+
+def environment(args) -> dict:
+    import platform
+
+    import flax
+    import jax
+
+    env = {
+        "device_kind": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        env["torch"] = None
+    return env
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'B':>4} {'H':>4} {'T':>3} {'dtype':>8} {'mode':>7}  {'impl':<18}"
+    header += f" {'ms':>9} {'events/s':>10} {'GFLOP/s':>8} {'vs nnx':>7} {'vs linen':>8}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['batch']:>4} {row['hidden']:>4} {row['steps']:>3} {row['dtype']:>8} "
+            f"{row['mode']:>7}  {row['impl']:<18} {row['seconds'] * 1e3:>9.2f} "
+            f"{row['events_per_second']:>10.3g} {row['flops_per_second'] / 1e9:>8.1f} "
+            f"{row['speed_vs_nnx']:>7.2f} {row.get('speed_vs_linen', float('nan')):>8.2f}"
+        )
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Geometric mean [min, max] of each implementation's speed vs nnx and linen, per mode."""
+    summary = {}
+    for key in ("speed_vs_nnx", "speed_vs_linen"):
+        for (impl, mode, dtype), values in _group(rows, key).items():
+            geo = statistics.geometric_mean(values)
+            summary.setdefault(f"{impl} {mode} {dtype}", {})[key] = [geo, min(values), max(values)]
+    return summary
+
+
+def _group(rows, key):
+    groups = {}
+    for row in rows:
+        if key in row:
+            groups.setdefault((row["impl"], row["mode"], row["dtype"]), []).append(row[key])
+    return groups
+
+
+def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["mode"], r["dtype"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (mode, dtype) in zip(axes[0], panels):
+        sub = [r for r in rows if r["mode"] == mode and r["dtype"] == dtype]
+        shapes = sorted({(r["batch"], r["hidden"], r["steps"]) for r in sub})
+        impls = list(dict.fromkeys(r["impl"] for r in sub))
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            speed = {(r["batch"], r["hidden"], r["steps"]): r["speed_vs_nnx"] for r in sub}
+            values = [
+                next((r["speed_vs_nnx"] for r in sub if r["impl"] == impl and
+                      (r["batch"], r["hidden"], r["steps"]) == s), 0.0)
+                for s in shapes
+            ]  # fmt: skip
+            del speed
+            ax.bar([j + i * width for j in range(len(shapes))], values, width, label=impl)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
+        ax.set_xticklabels([f"B{b}\nH{h}\nT{t}" for b, h, t in shapes], fontsize=7)
+        ax.set_ylabel("speed relative to nnx (higher is faster)")
+        ax.set_title(f"{mode}, {dtype}")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"One GRU layer on {device_kind}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    pin_threads(args.threads)
+    import jax
+
+    try:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+    except ImportError:
+        pass
+    impls = args.impls or list(IMPLS)
+    unknown = set(impls) - set(IMPLS)
+    if unknown:
+        sys.exit(f"unknown implementations {sorted(unknown)}; choose from {list(IMPLS)}")
+    env = environment(args)
+    print(f"# {env['device_kind']} ({env['platform']}), jax {env['jax']}, flax {env['flax']}, "
+          f"torch {env['torch']}, threads {args.threads or 'default'}")  # fmt: skip
+
+    rows = []
+    for dtype in args.dtypes:
+        for mode in args.modes:
+            for batch in args.batch:
+                for hidden in args.hidden:
+                    for steps in args.steps:
+                        shape = (steps, batch, hidden)
+                        runs = {}
+                        for name in impls:
+                            run = IMPLS[name](mode, shape, dtype)
+                            if run is not None:
+                                runs[name] = run
+                        seconds = measure(runs, args.repeats, args.min_time)
+                        new = []
+                        for name, sec in seconds.items():
+                            row = dict(batch=batch, hidden=hidden, steps=steps, dtype=dtype)
+                            row.update(mode=mode, impl=name, seconds=sec)
+                            row["events_per_second"] = batch * steps / sec
+                            row["flops_per_second"] = layer_flops(shape, mode) / sec
+                            if REFERENCE in seconds:
+                                row["speed_vs_nnx"] = seconds[REFERENCE] / sec
+                            if "linen" in seconds:
+                                row["speed_vs_linen"] = seconds["linen"] / sec
+                            new.append(row)
+                        print_table(new)
+                        print(flush=True)
+                        rows.extend(new)
+
+    summary = summarise(rows)
+    print("geomean speed [min, max] over the shapes:")
+    for key, value in summary.items():
+        parts = [f"{k[6:]} {v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" for k, v in value.items()]
+        print(f"  {key:<34} " + "  ".join(parts))
+
+    import json
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = (
+        "cell_"
+        + env["device_kind"].lower().replace(" ", "_")
+        + (f"_{args.tag}" if args.tag else "")
+    )
+    payload = {
+        "environment": env,
+        "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "rows": rows,
+        "summary": summary,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    if not args.no_plot:
+        plot(rows, args.out / f"{stem}.png", env["device_kind"])
+    print(f"wrote {args.out / stem}.json" + ("" if args.no_plot else " and .png"))
+    del jax
+
+
+if __name__ == "__main__":
+    main()
