@@ -2,22 +2,38 @@
 
 One ``_add_<name>_parser(subparsers)`` per subcommand registers its flags and sets
 ``func`` to the function that runs it; `main` parses and dispatches with ``args.func(args)``.
-Data errors print one clear line to stderr and exit with status 2 (no traceback).
+Data and usage errors print one clear line to stderr and exit with status 2 (no traceback).
 
+    gru-jax train                                   # the generated default data, ~1 minute
+    gru-jax train --preset retailrocket --format srgnn --train ../shared/data/retailrocket_cotrec \
+        --out runs/rr n_epochs=5
+    gru-jax evaluate --run runs/rr --format srgnn --test ../shared/data/retailrocket_cotrec
+    gru-jax recommend --run runs/rr --session 12,45,7 -k 20
+    gru-jax presets [--keys]
     gru-jax preprocess --format diginetica --input train-item-views.csv --out prep/ --test-days 7
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import pathlib
 import sys
+import time
 from collections.abc import Sequence
 
 EXIT_DATA_ERROR = 2
+EXIT_TRAINING_ERROR = 3
+READ_FORMATS = ("gru4rec", "csv", "parquet", "diginetica", "otto", "srgnn", "sequences", "recbole")
 
 
 class UsageError(Exception):
     """A flag combination the parser cannot check by itself (exit status 2, like argparse)."""
+
+
+class ConfigError(ValueError):
+    """A config file, preset or key=value override that does not make a valid `Config`."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -26,9 +42,8 @@ class UsageError(Exception):
 
 
 def _add_preprocess_parser(subparsers) -> None:
-    from gru_jax.data import FORMATS, PreprocessConfig
+    from gru_jax.data import FORMATS
 
-    d = PreprocessConfig()
     p = subparsers.add_parser(
         "preprocess",
         help="read a session log, apply GRU4Rec's preprocessing, write a dataset",
@@ -42,7 +57,16 @@ def _add_preprocess_parser(subparsers) -> None:
     p.add_argument("--format", required=True, choices=(*FORMATS, "synthetic"))
     p.add_argument("--input", nargs="+", default=[], metavar="PATH", help="input file(s)/folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _add_recipe_arguments(p)
+    p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    _add_column_arguments(p)
+    p.set_defaults(func=_run_preprocess)
 
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    from gru_jax.data import PreprocessConfig
+
+    d = PreprocessConfig()
     g = p.add_argument_group("recipe (GRU4Rec's steps)")
     g.add_argument(
         "--event-types",
@@ -97,10 +121,12 @@ def _add_preprocess_parser(subparsers) -> None:
         "--test-protocol",
         choices=("pairs", "sessions"),
         default="pairs",
-        help="srgnn: one test session per (prefix, target) pair, or the rebuilt sessions",
+        help="srgnn: one test session per published (prefix, target) pair, or the whole "
+        "sessions rebuilt from them with every position after the first predicted",
     )
-    g.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
 
+
+def _add_column_arguments(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("columns (csv, parquet, gru4rec, recbole)")
     c.add_argument("--session-col", help="session column (gru4rec: SessionId)")
     c.add_argument("--user-col", help="user column")
@@ -110,7 +136,6 @@ def _add_preprocess_parser(subparsers) -> None:
     c.add_argument("--separator", help="csv field separator (default ',')")
     c.add_argument("--time-unit", choices=("s", "ms", "us", "ns"), help="unit of numeric times")
     c.add_argument("--time-format", help="csv: strptime format of date-string times")
-    p.set_defaults(func=_run_preprocess)
 
 
 def _reader_options(args: argparse.Namespace) -> dict:
@@ -194,6 +219,365 @@ def _run_preprocess(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_train_parser(subparsers) -> None:
+    from gru_jax.train.parallel import add_parallel_arguments
+
+    p = subparsers.add_parser(
+        "train",
+        help="train GRU4Rec, evaluate on the test set, write the run",
+        description=(
+            "Trains GRU4Rec and evaluates it by full ranking. Without data it trains on the "
+            "generated synthetic default (preset 'synthetic'). key=value arguments override "
+            "config keys (see `gru-jax presets --keys`), e.g. n_epochs=5 layers=224 "
+            "loss=bpr-max. Rerunning with the same --out resumes from its last checkpoint."
+        ),
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a named config (see `gru-jax presets`)")
+    source.add_argument("--config", metavar="FILE", help="a JSON or TOML file of config keys")
+    _add_data_arguments(p, training=True)
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIME)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_parallel_arguments(p)
+    _add_recipe_arguments(p)
+    _add_column_arguments(p)
+    p.set_defaults(func=_run_train)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--format", choices=READ_FORMATS, help="format of --train/--test")
+    if training:
+        g.add_argument(
+            "--train",
+            nargs="+",
+            metavar="PATH",
+            help="training file(s) (srgnn: the folder holding all_train_seq.txt and test.txt, "
+            "which then also gives the test set); without --test the GRU4Rec recipe splits it",
+        )
+    g.add_argument(
+        "--test",
+        nargs="+",
+        metavar="PATH",
+        help="test file(s), used as given (unseen items are dropped at evaluation)",
+    )
+    g.add_argument(
+        "--data", metavar="DIR", help="a dataset written by `gru-jax preprocess` instead"
+    )
+
+
+def _split_overrides(args: argparse.Namespace) -> None:
+    """Moves ``key=value`` tokens that a greedy ``--train``/``--test`` list swallowed."""
+    from gru_jax.config import Config
+
+    keys = {name for name, _, _ in Config.describe()}
+    for attr in ("train", "test"):
+        paths = getattr(args, attr, None) or []
+        taken = [t for t in paths if t.partition("=")[0] in keys and "=" in t]
+        if taken:
+            setattr(args, attr, [t for t in paths if t not in taken])
+            args.overrides = taken + list(args.overrides)
+
+
+def _resolve_config(args: argparse.Namespace, *, have_data: bool):
+    from gru_jax.config import Config, preset
+
+    try:
+        if args.preset:
+            config = preset(args.preset)
+        elif args.config:
+            config = Config.from_file(args.config)
+        else:
+            config = Config() if have_data else preset("synthetic")
+        config = config.with_overrides(args.overrides)
+        if getattr(args, "parallel", None):
+            config = config.replace(parallel=args.parallel)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return config
+
+
+def _load_training_data(args: argparse.Namespace):
+    """(dataset, description) from --data, --format/--train/--test, or the synthetic default."""
+    from gru_jax.data import Dataset, dataset_from_files, default_dataset, load_dataset
+
+    if args.data:
+        if args.train or args.test:
+            raise UsageError("give either --data or --train/--test, not both")
+        return Dataset.load(args.data), {"data": str(args.data)}
+    if not args.train:
+        if args.test or args.format:
+            raise UsageError("--format and --test need --train")
+        print(
+            "no data given: training on the generated default dataset (SYNTHETIC shop "
+            "sessions from gru_jax.data.synthetic, seed 0; figures on it say nothing about "
+            "real data)"
+        )
+        return default_dataset(), {"format": "synthetic", "seed": 0}
+    if args.format is None:
+        raise UsageError("--train needs --format (one of " + ", ".join(READ_FORMATS) + ")")
+    description = {"format": args.format, "train": args.train, "test": args.test}
+    if args.format == "srgnn":
+        if args.test:
+            raise UsageError("srgnn: --train is the split's folder, which holds the test set")
+        description["test_protocol"] = args.test_protocol
+        return load_dataset("srgnn", args.train, test_protocol=args.test_protocol), description
+    options = _reader_options(args)
+    if args.test:
+        return dataset_from_files(args.format, args.train, args.test, **options), description
+    return load_dataset(args.format, args.train, config=_config(args), **options), description
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    _split_overrides(args)
+    from gru_jax.train import parallel
+
+    mode = parallel.setup_parallel(args)  # before anything touches a device
+    if mode is not None:
+        args.parallel = mode
+    dataset, description = _load_training_data(args)
+    have_data = description.get("format") != "synthetic"
+    config = _resolve_config(args, have_data=have_data)
+    name = args.preset or (pathlib.Path(args.config).stem if args.config else None)
+    name = name or ("synthetic" if not have_data else "default")
+    out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = dataset.summary()
+    print(
+        f"data: {summary['n_items']} items; train {summary['n_train_events']} events in "
+        f"{summary['n_train_sessions']} sessions; test {summary['n_test_predictions']} "
+        f"prediction points"
+    )
+    print(f"run directory: {out}")
+
+    from gru_jax.train.loop import train
+
+    result = train(
+        config,
+        dataset,
+        out,
+        progress=not args.no_progress,
+        data_description={**description, "preset": args.preset, "config_file": args.config},
+    )
+    import jax
+
+    if jax.process_index() == 0:
+        print(format_results(result.results, config.cutoffs))
+        print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def format_results(results: dict, cutoffs: Sequence[int]) -> str:
+    """The metrics as a small table, plus counts and timings."""
+    lines = []
+    if "n_test_events" in results:
+        header = "".join(f"{'@' + str(k):>9}" for k in cutoffs)
+        lines.append(f"{'metric':<8}{header}")
+        for metric in ("recall", "mrr", "ndcg"):
+            row = "".join(f"{results[f'{metric}@{k}']:>9.4f}" for k in cutoffs)
+            lines.append(f"{metric:<8}{row}")
+        lines.append(
+            f"test: {results['n_test_events']} prediction events "
+            f"({results.get('n_unseen_test_events', 0)} unseen-item events dropped)"
+        )
+    if "train_seconds" in results:
+        lines.append(
+            f"train: {results['train_seconds']:.1f} s, "
+            f"{results['train_events_per_second']:,.0f} train events/s"
+        )
+    if "eval_seconds" in results:
+        lines.append(f"eval: {results['eval_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_evaluate_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="re-evaluate a saved run on a test set",
+        description="Full-ranking evaluation of the latest checkpoint of a run directory.",
+    )
+    p.add_argument("--run", required=True, metavar="DIR", help="a run directory of `train`")
+    _add_data_arguments(p, training=False)
+    p.add_argument(
+        "--test-protocol",
+        choices=("pairs", "sessions"),
+        default="pairs",
+        help="srgnn: evaluate the published pairs, or whole sessions",
+    )
+    p.add_argument("--tie-mode", choices=("conservative", "standard", "median"), default=None)
+    p.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
+    _add_column_arguments(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _load_test_log(args: argparse.Namespace, item_ids):
+    """The test log of --data or --format/--test, indexed by the run's ``item_ids``."""
+    from gru_jax.data import Dataset, dataset_from_files, load_dataset
+    from gru_jax.data.dataset import reindex_log
+
+    if args.data:
+        ds = Dataset.load(args.data)
+        if ds.test is None:
+            raise UsageError(f"{args.data} has no test split")
+    elif not args.test or not args.format:
+        raise UsageError("evaluate needs --data DIR, or --format F and --test PATH")
+    elif args.format == "srgnn":
+        ds = load_dataset("srgnn", args.test, test_protocol=args.test_protocol)
+    else:
+        ds = dataset_from_files(args.format, args.test, **_reader_options(args))
+        ds.test = ds.train  # the file is the test set; its own index is mapped below
+    return reindex_log(ds.test, ds.item_ids, item_ids)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from gru_jax.train.evaluate import evaluate
+    from gru_jax.train.loop import load_run
+
+    config, spec, params, item_ids = load_run(args.run)
+    log = _load_test_log(args, item_ids)
+    t0 = time.perf_counter()
+    results = evaluate(
+        spec,
+        params,
+        log,
+        batch_size=config.eval_batch_size,
+        cutoffs=config.cutoffs,
+        tie_mode=args.tie_mode or config.tie_mode,
+        chunk_size=config.eval_chunk_size,
+    )
+    results["eval_seconds"] = time.perf_counter() - t0
+    print(format_results(results, config.cutoffs))
+    if args.out:
+        from gru_jax.data.dataset import write_json_atomic
+
+        write_json_atomic(pathlib.Path(args.out), {**results, "run": str(args.run)})
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# recommend
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_recommend_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "recommend",
+        help="top-k next items for a session prefix",
+        description="Prints the k most likely next items, in raw item ids, after a session.",
+    )
+    p.add_argument("--run", required=True, metavar="DIR", help="a run directory of `train`")
+    p.add_argument(
+        "--session", required=True, help="the session so far: raw item ids, comma-separated"
+    )
+    p.add_argument("-k", type=int, default=20, help="how many items (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_recommend)
+
+
+def _run_recommend(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from gru_jax.data import DataError
+    from gru_jax.data.dataset import map_item_ids
+    from gru_jax.train.evaluate import top_k
+    from gru_jax.train.loop import load_run
+
+    tokens = [t.strip() for t in args.session.split(",") if t.strip()]
+    if not tokens:
+        raise UsageError("--session is empty; give raw item ids like 12,45,7")
+    if args.k < 1:
+        raise UsageError(f"-k must be >= 1, got {args.k}")
+    config, spec, params, item_ids = load_run(args.run)
+    raw = np.asarray(tokens)
+    if item_ids.dtype.kind in "iu":
+        bad = [t for t in tokens if not t.lstrip("-").isdigit()]
+        if bad:
+            raise DataError(f"item id(s) {bad} are not integers; the catalogue's ids are")
+        raw = raw.astype(np.int64)
+    index = map_item_ids(raw, item_ids)
+    unknown = [t for t, i in zip(tokens, index) if i < 0]
+    if unknown:
+        raise DataError(
+            f"item(s) {unknown} are not in the run's catalogue of {len(item_ids)} items"
+        )
+    k = min(args.k, len(item_ids))
+    scores, top = top_k(spec, params, np.asarray(index, np.int32), k)
+    top, scores = np.asarray(top), np.asarray(scores)
+    rows = [
+        {"rank": r + 1, "item": item_ids[i].item(), "score": float(s)}
+        for r, (i, s) in enumerate(zip(top, scores))
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"{'rank':>4}  {'item':>12}  score")
+        for row in rows:
+            print(f"{row['rank']:>4}  {row['item']!s:>12}  {row['score']:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_presets_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "presets",
+        help="list the published best hyperparameters (and, with --keys, every config key)",
+    )
+    p.add_argument("--keys", action="store_true", help="list every config key instead")
+    p.set_defaults(func=_run_presets)
+
+
+PRESET_COLUMNS = (
+    ("loss", "loss"),
+    ("layers", "layers"),
+    ("batch_size", "batch"),
+    ("dropout_p_embed", "drop_emb"),
+    ("dropout_p_hidden", "drop_hid"),
+    ("learning_rate", "lr"),
+    ("momentum", "mom"),
+    ("sample_alpha", "alpha"),
+    ("bpreg", "bpreg"),
+    ("elu_param", "elu"),
+    ("logq", "logq"),
+)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from gru_jax.config import PRESETS, Config, preset
+
+    if args.keys:
+        for key, default, meaning in Config.describe():
+            shown = "/".join(map(str, default)) if isinstance(default, tuple) else default
+            print(f"{key:<22} {shown!s:<16} {meaning}")
+        return 0
+    header = f"{'preset':<18}" + "".join(f"{title:>14}" for _, title in PRESET_COLUMNS)
+    print(header)
+    for name in PRESETS:
+        c = preset(name)
+        cells = []
+        for key, _ in PRESET_COLUMNS:
+            value = getattr(c, key)
+            cells.append("/".join(map(str, value)) if isinstance(value, tuple) else str(value))
+        print(f"{name:<18}" + "".join(f"{v:>14}" for v in cells))
+    print("\nsources:")
+    for name, values in PRESETS.items():
+        print(f"  {name}: {values['source']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 
@@ -203,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gru-jax", description="GRU4Rec-style session-based recommendation in JAX."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
+    _add_recommend_parser(subparsers)
+    _add_presets_parser(subparsers)
     _add_preprocess_parser(subparsers)
     return parser
 
@@ -210,13 +598,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gru-jax``; returns the exit status."""
     from gru_jax.data import DataError
+    from gru_jax.train.loop import TrainingError
 
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DataError, UsageError) as e:
+    except (DataError, UsageError, ConfigError, FileNotFoundError) as e:
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
         return EXIT_DATA_ERROR
+    except TrainingError as e:
+        print(f"gru-jax {args.command}: training stopped: {e}", file=sys.stderr)
+        return EXIT_TRAINING_ERROR
 
 
 if __name__ == "__main__":

@@ -235,17 +235,32 @@ def test_pairs_and_sessions_protocols():
     assert pairs.test.predict.tolist() == [0, 0, 1, 0, 1, 0, 1]
     assert sessions.test.n_sessions == 2
     assert sessions.test.items.tolist() == [0, 1, 2, 1, -1]
-    assert sessions.test.predict.tolist() == [0, 1, 1, 0, 1]
+    # Whole sessions: every position after the first is a prediction point.
+    assert sessions.test.prediction_mask().tolist() == [0, 1, 1, 0, 1]
     assert pairs.test.n_predictions == sessions.test.n_predictions == 3
-    assert pairs.stats["n_test_unseen_targets"] == 1
+    assert pairs.stats["n_test_unseen_targets"] == sessions.stats["n_test_unseen_targets"] == 1
+
+
+def test_sessions_protocol_predicts_positions_the_pairs_left_out():
+    # COTREC-style pairs without the length-1 prefix: session [5, 6, 7, 8] gives only
+    # ([5, 6, 7], 8) and ([5, 6], 7); the sessions protocol also predicts 6 from [5].
+    train = [[5, 6, 7, 8]]
+    prefixes, targets = [[5, 6, 7], [5, 6]], [8, 7]
+
+    pairs = dataset_from_pairs(train, prefixes, targets)
+    sessions = dataset_from_pairs(train, prefixes, targets, test_protocol="sessions")
+
+    assert pairs.test.n_predictions == 2
+    assert sessions.test.items.tolist() == [0, 1, 2, 3]
+    assert sessions.test.prediction_mask().tolist() == [0, 1, 1, 1]
 
 
 def test_srgnn_sessions_protocol_on_shared_split(shared_data):
     ds = load_dataset("srgnn", shared_data / "retailrocket_cotrec", test_protocol="sessions")
-    # COTREC prefixes have length >= 2: the second item of a session is never a target.
-    assert ds.test.n_sessions == 4_735 and ds.test.n_predictions == 15_132
-    starts = ds.test.offsets[:-1]
-    assert not ds.test.predict[starts].any() and not ds.test.predict[starts + 1].any()
+    # COTREC prefixes have length >= 2, so each of the 4,735 sessions adds its second item to
+    # the 15,132 published targets (SOURCE.md counts).
+    assert ds.test.n_sessions == 4_735 and ds.test.n_predictions == 15_132 + 4_735
+    assert not ds.test.prediction_mask()[ds.test.offsets[:-1]].any()
     assert ds.stats["n_test_unseen_targets"] == 0 and ds.n_items == 36_968
 
 

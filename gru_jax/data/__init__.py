@@ -19,6 +19,7 @@ from gru_jax.data.iterator import Batch, SessionParallelIterator
 from gru_jax.data.preprocess import (
     DEFAULT_EVENT_TYPES,
     PreprocessConfig,
+    dataset_from_files,
     dataset_from_pairs,
     load_dataset,
     preprocess,
@@ -37,6 +38,7 @@ __all__ = [
     "PreprocessConfig",
     "SessionLog",
     "SessionParallelIterator",
+    "dataset_from_files",
     "dataset_from_pairs",
     "default_dataset",
     "generate_sessions",

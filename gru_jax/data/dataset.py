@@ -139,6 +139,30 @@ class SessionLog:
         return cls(arrays[f"{prefix}.items"], arrays[f"{prefix}.offsets"], **opt)
 
 
+def map_item_ids(raw: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """int32 dense index of each raw id in ``item_ids`` (-1 where absent).
+
+    Integer ids match integers; otherwise both sides are compared as strings, so ids read
+    back from text ("42") find the integer id 42 of a run's catalogue.
+    """
+    raw, item_ids = np.asarray(raw), np.asarray(item_ids)
+    if not (raw.dtype.kind in "iu" and item_ids.dtype.kind in "iu"):
+        raw, item_ids = raw.astype(str), item_ids.astype(str)
+    order = np.argsort(item_ids, kind="stable")
+    sorted_ids = item_ids[order]
+    pos = np.minimum(np.searchsorted(sorted_ids, raw), max(len(sorted_ids) - 1, 0))
+    found = (sorted_ids[pos] == raw) if len(sorted_ids) else np.zeros(raw.shape, bool)
+    return np.where(found, order[pos], -1).astype(np.int32)
+
+
+def reindex_log(log: SessionLog, from_ids: np.ndarray, to_ids: np.ndarray) -> SessionLog:
+    """``log`` (indexed by ``from_ids``) re-indexed by ``to_ids``; unknown items become -1."""
+    known = log.items >= 0
+    items = np.full(log.n_events, -1, np.int32)
+    items[known] = map_item_ids(np.asarray(from_ids)[log.items[known]], to_ids)
+    return SessionLog(items, log.offsets, log.times, log.predict)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -421,9 +421,10 @@ def dataset_from_pairs(
       prefixes, targets: the test pairs.
       test_protocol: "pairs": every (prefix, target) pair is one test session ``prefix + [target]``
         predicted only at its last event, exactly the published protocol. "sessions": the pairs
-        cut from one session are merged back into that session (see `chain_test_pairs`) and its
-        positions that were pair targets are predicted, so the prediction points are the same
-        but the hidden state runs through each session once.
+        cut from one session are merged back into that session (see `chain_test_pairs`: the
+        longest prefix plus its target) and, as GRU4Rec evaluates, every position after the
+        first is predicted. Where a split left out some positions (COTREC's RetailRocket has
+        no prefix of length 1) this predicts more events than "pairs".
     """
     if test_protocol not in ("pairs", "sessions"):
         raise ValueError(f"test_protocol must be 'pairs' or 'sessions', got {test_protocol!r}")
@@ -438,10 +439,7 @@ def dataset_from_pairs(
         chain = chain_test_pairs(list(prefixes), list(targets))
         first = np.flatnonzero(np.r_[True, chain[1:] != chain[:-1]]) if len(chain) else []
         flat, offsets = _append_targets([prefixes[i] for i in first], [targets[i] for i in first])
-        # Pair i targets position len(prefixes[i]) of its chain's session.
-        target_pos = offsets[chain] + np.fromiter(map(len, prefixes), np.int64, len(prefixes))
-        predict = np.zeros(len(flat), dtype=bool)
-        predict[target_pos] = True
+        predict = None  # every event but each session's first
 
     def dense(raw: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(item_ids, raw)
@@ -452,7 +450,7 @@ def dataset_from_pairs(
     stats = {
         "test_protocol": test_protocol,
         "n_test_pairs": len(targets),
-        "n_test_unseen_targets": int((test.items[predict] < 0).sum()),
+        "n_test_unseen_targets": int((test.items[test.prediction_mask()] < 0).sum()),
         "n_test_unseen_events": int((test.items < 0).sum()),
     }
     dataset = Dataset(
@@ -462,6 +460,55 @@ def dataset_from_pairs(
         item_ids=item_ids,
         stats=stats,
     )
+    stats.update(dataset.summary())
+    return dataset
+
+
+def _sorted_sessions(events: pl.DataFrame, config: PreprocessConfig) -> pl.DataFrame:
+    """Steps 2-3 only: session ids (idle gap where there are none), sorted by (session, time)."""
+    _check_table(events)
+    events = _sessionise(events, config, {})
+    if not _is_sorted(events):
+        events = events.sort(["session", "time"], maintain_order=True)
+    return events.select(pl.col("session").rle_id().cast(pl.Int64), "item", "time")
+
+
+def dataset_from_files(
+    format: str, train: Paths, test: Paths | None = None, **reader_options
+) -> Dataset:
+    """A dataset from files that are already preprocessed and split (the official GRU4Rec's
+    input: a train file and a test file), used exactly as given: no event is filtered.
+
+    The item index is built from the training events; a test item unseen in training gets
+    index -1 and is dropped at evaluation time, as the original's inner join does.
+    """
+    config = PreprocessConfig(event_types=None, min_item_support=1, min_session_length=1)
+    logs = {"train": read_events(format, train, **reader_options)}
+    if test is not None:
+        logs["test"] = read_events(format, test, **reader_options)
+    frames = {}
+    for name, events in logs.items():
+        if events.height == 0:
+            raise DataError(f"the {name} file(s) {test if name == 'test' else train} hold no events")
+        frames[name] = _sorted_sessions(events, config)
+    columns = [f["item"] for f in frames.values()]
+    common = pl.Int64 if all(c.dtype.is_integer() for c in columns) else pl.String
+    items = pl.concat([c.cast(common) for c in columns])
+    codes, raw_items = _item_codes(items)
+    n_train = frames["train"].height
+    known, dense = _index(_present(codes[:n_train], len(raw_items)), len(raw_items))
+
+    def to_log(frame: pl.DataFrame, item_codes: np.ndarray) -> SessionLog:
+        time = None if frame["time"].null_count() else frame["time"].to_numpy()
+        ev = _Events(frame["session"].to_numpy(), item_codes, time)
+        return _to_log(ev, dense)
+
+    train_log = to_log(frames["train"], codes[:n_train])
+    test_log = to_log(frames["test"], codes[n_train:]) if "test" in frames else None
+    stats: dict[str, Any] = {"format": format, "given_split": True}
+    if test_log is not None:
+        stats["n_test_unseen_events"] = int((test_log.items < 0).sum())
+    dataset = Dataset(train_log, test_log, None, raw_items[known], stats)
     stats.update(dataset.summary())
     return dataset
 

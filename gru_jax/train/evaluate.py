@@ -11,7 +11,6 @@ formed, as the original's inner join does ("a, X, b" becomes "a, b"), and counte
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -76,52 +75,76 @@ def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, ch
     return run
 
 
-def evaluate(
-    spec: ModelSpec,
-    params: dict,
-    log: SessionLog,
-    *,
-    batch_size: int = 512,
-    steps: int = 16,
-    cutoffs: Sequence[int] = metrics.DEFAULT_CUTOFFS,
-    tie_mode: str = "conservative",
-    chunk_size: int = 65536,
-) -> dict:
+class Evaluator:
+    """Full-ranking evaluation of one model structure, compiled once and reused.
+
+    ``Evaluator(spec, ...)(params, log)`` returns the metrics of `evaluate`; a second call with
+    the same batch shape does not recompile (useful in training loops and benchmarks).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        batch_size: int = 512,
+        steps: int = 16,
+        cutoffs: Sequence[int] = metrics.DEFAULT_CUTOFFS,
+        tie_mode: str = "conservative",
+        chunk_size: int = 65536,
+    ):
+        if tie_mode not in metrics.TIE_MODES:
+            raise ValueError(f"unknown tie_mode {tie_mode!r}; expected one of {metrics.TIE_MODES}")
+        self.spec, self.batch_size, self.steps = spec, batch_size, steps
+        self._run = make_eval_step(
+            spec, cutoffs=tuple(cutoffs), tie_mode=tie_mode, chunk_size=chunk_size
+        )
+
+    def __call__(self, params: dict, log: SessionLog) -> dict:
+        clean = drop_unseen(log)
+        if clean.log.n_sessions == 0:
+            raise ValueError("the test set has no session with 2 or more known items to evaluate")
+        # Fewer sessions than rows would only add masked rows: shrink the batch instead.
+        batch_size = max(1, min(self.batch_size, clean.log.n_sessions))
+        iterator = SessionParallelIterator(clean.log, batch_size, steps=self.steps, order="time")
+        carry = self.spec.build(params).initial_carry(batch_size)
+        total = None
+        for batch in iterator.epoch(0):
+            carry, sums = self._run(params, carry, batch)
+            total = metrics.accumulate(total, sums)
+        results = metrics.finalize(total)
+        results["n_test_events"] = results.pop("n")
+        results["n_unseen_test_events"] = clean.n_unseen_events
+        results["n_dropped_test_sessions"] = clean.n_dropped_sessions
+        return results
+
+
+def evaluate(spec: ModelSpec, params: dict, log: SessionLog, **options) -> dict:
     """Recall@K, MRR@K, NDCG@K over the test log; also ``n_test_events`` (prediction events),
-    ``n_unseen_test_events`` and ``n_dropped_test_sessions``."""
-    if tie_mode not in metrics.TIE_MODES:
-        raise ValueError(f"unknown tie_mode {tie_mode!r}; expected one of {metrics.TIE_MODES}")
-    clean = drop_unseen(log)
-    if clean.log.n_sessions == 0:
-        raise ValueError("the test set has no session with 2 or more known items to evaluate")
-    # Fewer sessions than rows would only add masked rows: shrink the batch instead.
-    batch_size = max(1, min(batch_size, clean.log.n_sessions))
-    iterator = SessionParallelIterator(clean.log, batch_size, steps=steps, order="time")
-    run = make_eval_step(spec, cutoffs=tuple(cutoffs), tie_mode=tie_mode, chunk_size=chunk_size)
-    model = spec.build(params)
-    carry = model.initial_carry(batch_size)
-    total = None
-    for batch in iterator.epoch(0):
-        carry, sums = run(params, carry, batch)
-        total = metrics.accumulate(total, sums)
-    results = metrics.finalize(total)
-    results["n_test_events"] = results.pop("n")
-    results["n_unseen_test_events"] = clean.n_unseen_events
-    results["n_dropped_test_sessions"] = clean.n_dropped_sessions
-    return results
+    ``n_unseen_test_events`` and ``n_dropped_test_sessions``.
+
+    ``options``: ``batch_size`` (512), ``steps`` (16), ``cutoffs`` (1, 5, 10, 20), ``tie_mode``
+    ("conservative"), ``chunk_size`` (65536); see `Evaluator`.
+    """
+    return Evaluator(spec, **options)(params, log)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "k"))
-def top_k(spec: ModelSpec, params: dict, items: jax.Array, k: int):
-    """Top-k item indices and scores after the session prefix ``items`` (1-D, known items)."""
-    model = spec.build(params)
-    tables, _ = split_tables(params)
-    carry = model.initial_carry(1)
+def top_k(spec: ModelSpec, params: dict, items: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """(scores, item indices) of the top k items after the session prefix ``items`` (1-D).
 
-    def body(carry, item):
-        carry, hidden = model.step(carry, tables[spec.input_table][item[None]])
-        return carry, hidden
+    Compiled per call (the spec holds the model structure, which is not hashable): for a CLI
+    query, not for serving.
+    """
 
-    _, hidden = jax.lax.scan(body, carry, items)
-    scores = model.score_all(hidden[-1])[0]
-    return jax.lax.top_k(scores, k)
+    @jax.jit
+    def run(params, items):
+        model = spec.build(params)
+        tables, _ = split_tables(params)
+
+        def body(carry, item):
+            carry, hidden = model.step(carry, tables[spec.input_table][item[None]])
+            return carry, hidden
+
+        _, hidden = jax.lax.scan(body, model.initial_carry(1), items)
+        return jax.lax.top_k(model.score_all(hidden[-1])[0], k)
+
+    return run(params, jnp.asarray(items, jnp.int32))

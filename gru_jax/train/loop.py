@@ -99,6 +99,59 @@ def build_loss(config: Config):
 
 
 @dataclasses.dataclass
+class Setup:
+    """Everything a training run is built from (`setup`); benchmarks reuse it."""
+
+    spec: ModelSpec
+    tx: Any  # optax.GradientTransformation
+    par: parallel.DataParallel
+    iterator: SessionParallelIterator
+    sampler: NegativeSampler
+    supports: Any  # per-item training-event counts, placed for the step (logQ)
+    state: TrainState  # the initial state, in the checkpoint layout (not yet placed)
+
+
+def setup(config: Config, dataset: Dataset) -> Setup:
+    """Model, optimizer, loss, the (data-parallel) jitted step, iterator and sampler."""
+    model = build_model(config, dataset.n_items)
+    spec, params = ModelSpec.split(model)
+    tx = build_optimizer(config)
+    make_run = functools.partial(
+        make_train_step,
+        spec,
+        tx,
+        build_loss(config),
+        logq=config.logq,
+        sample_alpha=config.sample_alpha,
+        dropout_seed=config.seed + 1,
+    )
+    # Devices: "none" is the plain jitted step; with several processes each one reads only
+    # its rows of every step (shard = process index), see gru_jax.train.parallel.
+    par = parallel.build(config.parallel, make_run, batch_size=config.batch_size)
+    iterator = SessionParallelIterator(
+        dataset.train,
+        config.batch_size,
+        steps=config.steps_per_dispatch,
+        order=config.session_order,
+        seed=config.seed,
+        shard_index=par.data_shard,
+        num_shards=par.num_data_shards,
+    )
+    supports = np.asarray(dataset.item_supports(), np.float32)
+    sampler = NegativeSampler(
+        supports,
+        alpha=config.sample_alpha,
+        n_sample=config.n_sample,
+        store_size=config.sample_store,
+        seed=config.seed,
+    )
+    state = TrainState(
+        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
+    )
+    return Setup(spec, tx, par, iterator, sampler, par.place_supports(supports), state)
+
+
+@dataclasses.dataclass
 class TrainResult:
     spec: ModelSpec
     params: dict
@@ -166,52 +219,18 @@ def train(
         )
         np.save(out / "items.npy", np.asarray(dataset.item_ids))
 
-    model = build_model(config, dataset.n_items)
-    spec, params = ModelSpec.split(model)
-    tx = build_optimizer(config)
-    loss_fn = build_loss(config)
-    steps = config.steps_per_dispatch
-    make_run = functools.partial(
-        make_train_step,
-        spec,
-        tx,
-        loss_fn,
-        logq=config.logq,
-        sample_alpha=config.sample_alpha,
-        dropout_seed=config.seed + 1,
-    )
-    # Devices: "none" is the plain jitted step; with several processes each one reads only
-    # its rows of every step (shard = process index), see gru_jax.train.parallel.
-    par = parallel.build(config.parallel, make_run, batch_size=config.batch_size)
-    iterator = SessionParallelIterator(
-        dataset.train,
-        config.batch_size,
-        steps=steps,
-        order=config.session_order,
-        seed=config.seed,
-        shard_index=par.data_shard,
-        num_shards=par.num_data_shards,
-    )
-    supports = np.asarray(dataset.item_supports(), np.float32)
-    sampler = NegativeSampler(
-        supports,
-        alpha=config.sample_alpha,
-        n_sample=config.n_sample,
-        store_size=config.sample_store,
-        seed=config.seed,
-    )
-    supports_device = par.place_supports(supports)
-
-    state = TrainState(
-        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
-    )
+    run = setup(config, dataset)
+    spec, tx, par, iterator, sampler = run.spec, run.tx, run.par, run.iterator, run.sampler
+    steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
+    earlier_seconds = 0.0
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     if checkpoints is not None and checkpoints.latest() is not None:
         # Checkpoints hold global arrays: one written with N devices restores with M.
         state, meta = checkpoints.restore(par.restore_target(state))
         state = par.from_restored(state)
         position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
+        earlier_seconds = float(meta.get("train_seconds", 0.0))  # of the interrupted runs
         sampler.restore(meta["sampler"])
         log.info(
             "resuming from checkpoint %s (epoch %d, dispatch %d)",
@@ -238,11 +257,16 @@ def train(
         dynamic_ncols=True,
     )
 
-    def save(epoch: int, dispatch: int) -> None:
+    def save(epoch: int, dispatch: int, seconds: float) -> None:
         number = par.step_count(state)
         # Once per step: an interruption can fall on a step that a periodic save just wrote.
         if checkpoints is not None and number != checkpoints.latest():
-            meta = {"epoch": epoch, "dispatch": dispatch, "sampler": sampler.state()}
+            meta = {
+                "epoch": epoch,
+                "dispatch": dispatch,
+                "sampler": sampler.state(),
+                "train_seconds": earlier_seconds + seconds,  # so a resumed run's total is right
+            }
             checkpoints.save(number, par.checkpoint_state(state), meta)
 
     train_seconds = 0.0
@@ -288,14 +312,14 @@ def train(
                     logger.write(record)
                 periodic = config.checkpoint_every and (dispatch + 1) % config.checkpoint_every == 0
                 if periodic and dispatch + 1 < dispatches_per_epoch:  # else the epoch-end save
-                    save(epoch, dispatch + 1)
+                    save(epoch, dispatch + 1, train_seconds + time.perf_counter() - t_epoch)
                 if stop_after_dispatches is not None and ran >= stop_after_dispatches:
                     train_seconds += time.perf_counter() - t_epoch
-                    save(epoch, dispatch + 1)
+                    save(epoch, dispatch + 1, train_seconds)
                     return TrainResult(spec, par.local_params(state), {"interrupted": True}, out)
             epoch_seconds = time.perf_counter() - t_epoch
             train_seconds += epoch_seconds
-            save(epoch + 1, 0)
+            save(epoch + 1, 0, train_seconds)
             logger.write(
                 {
                     "epoch": epoch + 1,
@@ -319,14 +343,16 @@ def train(
         if checkpoints is not None:
             checkpoints.close()
 
-    epochs_run = config.n_epochs - position["epoch"]
+    # Over the whole run, interrupted parts included: training-file events × epochs / seconds.
+    total_seconds = earlier_seconds + train_seconds
     results: dict[str, Any] = {
-        "train_seconds": train_seconds,
+        "train_seconds": total_seconds,
         "train_events_per_second": (
-            n_train_events * epochs_run / train_seconds if train_seconds > 0 else math.nan
+            n_train_events * config.n_epochs / total_seconds if total_seconds > 0 else math.nan
         ),
         "n_train_events": n_train_events,
-        "n_epochs_run": epochs_run,
+        "n_epochs": config.n_epochs,
+        "n_epochs_run": config.n_epochs - position["epoch"],  # in this call
     }
     params = par.local_params(state)  # one process-local copy
     if evaluate_test and dataset.test is not None:

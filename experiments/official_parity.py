@@ -1,0 +1,127 @@
+"""Accuracy and speed against the official PyTorch GRU4Rec, on the shared benchmark splits.
+
+The official code (hidasib/GRU4Rec_PyTorch_Official) was run on a 2-core CPU machine with its
+RetailRocket parameter file for 5 epochs, full ranking, conservative ties. This script trains
+gru_jax with the same parameters (preset ``retailrocket``) on the same splits and prints both,
+with the ratio; ``experiments/RESULTS.md`` records what it measured.
+
+    python experiments/official_parity.py                 # about 25 minutes on 2 CPU cores
+    python experiments/official_parity.py --only diginetica --epochs 1   # a quick look
+
+RetailRocket is trained once and evaluated under both test protocols (the training data is
+the same): whole test sessions, and only the published (prefix, target) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+from gru_jax.config import preset
+from gru_jax.data import load_dataset
+from gru_jax.train.evaluate import evaluate
+from gru_jax.train.loop import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# (split folder, protocol): official Recall@20, MRR@20 (5 epochs), and its training speed.
+OFFICIAL = {
+    ("retailrocket_cotrec", "sessions"): (0.6031, 0.2971),
+    ("retailrocket_cotrec", "pairs"): (0.5904, 0.2824),
+    ("diginetica_srgnn_processed", "pairs"): (0.5447, 0.1836),
+}
+OFFICIAL_EVENTS_PER_SECOND = {"retailrocket_cotrec": 6_800, "diginetica_srgnn_processed": 7_300}
+RUNS = {
+    "retailrocket": ("retailrocket_cotrec", ("sessions", "pairs")),
+    "diginetica": ("diginetica_srgnn_processed", ("pairs",)),
+}
+
+
+def run_one(name: str, data_root: pathlib.Path, out_root: pathlib.Path, epochs: int) -> list[dict]:
+    folder, protocols = RUNS[name]
+    config = preset("retailrocket").replace(n_epochs=epochs)
+    dataset = load_dataset("srgnn", data_root / folder, test_protocol=protocols[0])
+    result = train(
+        config,
+        dataset,
+        out_root / name,
+        data_description={"format": "srgnn", "train": str(data_root / folder)},
+    )
+    rows = []
+    for protocol in protocols:
+        if protocol == protocols[0]:
+            metrics = result.results
+        else:
+            test = load_dataset("srgnn", data_root / folder, test_protocol=protocol).test
+            t0 = time.perf_counter()
+            metrics = evaluate(
+                result.spec,
+                result.params,
+                test,
+                batch_size=config.eval_batch_size,
+                tie_mode=config.tie_mode,
+                chunk_size=config.eval_chunk_size,
+            )
+            metrics["eval_seconds"] = time.perf_counter() - t0
+        r20, m20 = OFFICIAL[(folder, protocol)]
+        rows.append(
+            {
+                "split": folder,
+                "protocol": protocol,
+                "epochs": epochs,
+                **{k: metrics[k] for k in metrics if "@" in k or k.startswith("n_test")},
+                "eval_seconds": metrics["eval_seconds"],
+                "train_seconds": result.results["train_seconds"],
+                "train_events_per_second": result.results["train_events_per_second"],
+                "official_recall@20": r20,
+                "official_mrr@20": m20,
+                "ratio_recall@20": metrics["recall@20"] / r20,
+                "ratio_mrr@20": metrics["mrr@20"] / m20,
+                "official_train_events_per_second": OFFICIAL_EVENTS_PER_SECOND[folder],
+                "speed_ratio": result.results["train_events_per_second"]
+                / OFFICIAL_EVENTS_PER_SECOND[folder],
+                "versions": result.results["versions"],
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (
+        "| split | protocol | R@1 | R@5 | R@10 | R@20 | MRR@20 | official R@20 / MRR@20 | "
+        "ratio R@20 / MRR@20 | train s | train events/s (× official) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| `{r['split']}` | {r['protocol']} | {r['recall@1']:.4f} | {r['recall@5']:.4f} | "
+        f"{r['recall@10']:.4f} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | "
+        f"{r['official_recall@20']:.4f} / {r['official_mrr@20']:.4f} | "
+        f"{r['ratio_recall@20']:.3f} / {r['ratio_mrr@20']:.3f} | {r['train_seconds']:.0f} | "
+        f"{r['train_events_per_second']:,.0f} ({r['speed_ratio']:.2f}×) |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs/official_parity")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--only", choices=tuple(RUNS), action="append")
+    args = parser.parse_args()
+
+    rows = []
+    for name in args.only or RUNS:
+        rows += run_one(name, args.data_root, args.out, args.epochs)
+    table = markdown(rows)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "parity.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "parity.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Tests for `gru-jax train`, `evaluate`, `recommend` and `presets` (gru_jax.cli)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gru_jax import cli
+from gru_jax.config import PRESETS
+from gru_jax.data import dataset_from_files, generate_sessions
+from gru_jax.data.dataset import map_item_ids
+from gru_jax.train.loop import load_run
+
+TINY = ["layers=16", "batch_size=8", "n_sample=16", "steps_per_dispatch=4", "n_epochs=1",
+        "eval_batch_size=16", "sample_store=2048"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def split_files(tmp_path_factory):
+    """A GRU4Rec train TSV and a test TSV; the test file holds one item unseen in training."""
+    folder = tmp_path_factory.mktemp("tsv")
+    events = generate_sessions(n_sessions=300, n_items=60, n_topics=4, seed=3)
+    cut = int(events["SessionId"].quantile(0.8))
+    train = events.filter(events["SessionId"] <= cut)
+    test = events.filter(events["SessionId"] > cut)
+    unseen = 10_000 + int(test["ItemId"].max())
+    test = test.with_columns(
+        ItemId=test["ItemId"].scatter(0, unseen)  # first test event: an item unseen in training
+    )
+    train.write_csv(folder / "train.tsv", separator="\t")
+    test.write_csv(folder / "test.tsv", separator="\t")
+    return folder / "train.tsv", folder / "test.tsv", unseen
+
+
+@pytest.fixture(scope="module")
+def trained_run(split_files, tmp_path_factory):
+    train, test, _ = split_files
+    out = tmp_path_factory.mktemp("run") / "run"
+    argv = ["train", "--format", "gru4rec", "--train", str(train), "--test", str(test),
+            "--out", str(out), "--no-progress", *TINY]  # fmt: skip
+    assert cli.main(argv) == 0
+    return out
+
+
+def test_train_writes_results_with_every_metric_and_timing(trained_run, split_files):
+    results = json.loads((trained_run / "results.json").read_text())
+
+    for k in (1, 5, 10, 20):
+        for metric in ("recall", "mrr", "ndcg"):
+            assert 0.0 <= results[f"{metric}@{k}"] <= 1.0
+        assert results[f"mrr@{k}"] <= results[f"recall@{k}"]
+    for key in ("train_seconds", "train_events_per_second", "eval_seconds"):
+        assert results[key] > 0
+    assert {"jax", "flax", "optax"} <= set(results["versions"])
+    assert results["config"]["layers"] == [16] and results["config"]["n_epochs"] == 1
+
+
+def test_train_counts_the_test_events_of_the_given_file(trained_run, split_files):
+    train, test, unseen = split_files
+    results = json.loads((trained_run / "results.json").read_text())
+
+    # Independent count with pandas: drop test events of items unseen in training (the
+    # original's inner join), then every event after a session's first, in sessions of >= 2.
+    tr, te = pd.read_csv(train, sep="\t"), pd.read_csv(test, sep="\t")
+    known = te[te.ItemId.isin(set(tr.ItemId))]
+    lengths = known.groupby("SessionId").size()
+    assert results["n_test_events"] == int((lengths[lengths >= 2] - 1).sum())
+    assert results["n_unseen_test_events"] == len(te) - len(known) >= 1
+    ds = dataset_from_files("gru4rec", train, test)
+    assert ds.test.items[0] == -1 and unseen not in ds.item_ids
+
+
+def test_evaluate_reproduces_the_training_run_metrics(trained_run, split_files, tmp_path):
+    _, test, _ = split_files
+    out = tmp_path / "eval.json"
+
+    status = cli.main(["evaluate", "--run", str(trained_run), "--format", "gru4rec",
+                       "--test", str(test), "--out", str(out)])  # fmt: skip
+
+    assert status == 0
+    again = json.loads(out.read_text())
+    first = json.loads((trained_run / "results.json").read_text())
+    for key in ("recall@20", "mrr@20", "ndcg@10", "n_test_events"):
+        assert again[key] == pytest.approx(first[key], abs=1e-6)
+
+
+def test_recommend_matches_a_brute_force_ranking(trained_run, capsys):
+    config, spec, params, item_ids = load_run(trained_run)
+    session = [int(item_ids[3]), int(item_ids[7]), int(item_ids[1])]
+    model = spec.build(params)
+    carry = model.initial_carry(1)
+    for i in map_item_ids(np.asarray(session), item_ids):  # Python loop over the model's steps
+        carry, hidden = model.step(carry, np.asarray(params["item_matrix"])[[i]])
+    scores = np.asarray(hidden)[0] @ np.asarray(params["item_matrix"]).T + params["item_bias"]
+    want = item_ids[np.argsort(-scores, kind="stable")[:5]].tolist()
+    capsys.readouterr()
+
+    status = cli.main(["recommend", "--run", str(trained_run), "--session",
+                       ",".join(map(str, session)), "-k", "5", "--json"])  # fmt: skip
+
+    rows = json.loads(capsys.readouterr().out)
+    assert status == 0 and [r["item"] for r in rows] == want
+    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
+
+
+def test_recommend_names_an_unknown_item(trained_run, capsys):
+    status = cli.main(["recommend", "--run", str(trained_run), "--session", "123456789"])
+    err = capsys.readouterr().err
+    assert status == 2 and "123456789" in err and "catalogue" in err
+
+
+def test_rerun_with_the_same_directory_resumes_and_keeps_the_results(trained_run, split_files):
+    train, test, _ = split_files
+    before = json.loads((trained_run / "results.json").read_text())
+
+    argv = ["train", "--format", "gru4rec", "--train", str(train), "--test", str(test),
+            "--out", str(trained_run), "--no-progress", *TINY]  # fmt: skip
+    assert cli.main(argv) == 0
+
+    after = json.loads((trained_run / "results.json").read_text())
+    assert after["n_epochs_run"] == 0  # the finished run is restored, not retrained
+    assert after["recall@20"] == pytest.approx(before["recall@20"], abs=1e-6)
+    # The training time of the first call is kept, not replaced by this call's zero.
+    assert after["train_seconds"] == pytest.approx(before["train_seconds"])
+    assert after["train_events_per_second"] == pytest.approx(before["train_events_per_second"])
+
+
+def test_main_job_without_data_says_it_trains_on_the_synthetic_default(tmp_path, capsys):
+    status = cli.main(["train", "--out", str(tmp_path / "syn"), "--no-progress", "n_epochs=1",
+                       "layers=32", "n_sample=64", "sample_store=65536"])  # fmt: skip
+
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "syn/results.json").read_text())
+    assert status == 0 and "SYNTHETIC" in out and "recall" in out
+    # The generated sessions follow "related items"; popularity alone gets far less.
+    assert results["recall@20"] > 0.3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "no_such_key=1"], "no_such_key"),
+        (["train", "n_epochs=many"], "n_epochs"),
+        (["train", "--preset", "no-such-preset"], "no-such-preset"),
+        (["train", "--format", "gru4rec", "--train", "/no/such/file.tsv"], "/no/such/file.tsv"),
+        (["train", "--test", "x.tsv"], "--train"),
+        (["evaluate", "--run", "/no/such/run"], "/no/such/run"),
+    ],
+)
+def test_bad_arguments_fail_with_a_clear_message(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_presets_lists_every_preset_with_its_source(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name, values in PRESETS.items():
+        assert name in out and values["source"] in out
+    # The README's RetailRocket row: BPR-max, 224 units, batch 80, lr 0.05, bpreg 1.95.
+    row = next(line for line in out.splitlines() if line.startswith("retailrocket "))
+    assert row.split()[1:4] == ["bpr-max", "224", "80"] and "1.95" in row
+
+
+def test_presets_keys_lists_the_original_parameter_names(capsys):
+    assert cli.main(["presets", "--keys"]) == 0
+    keys = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    original = {"layers", "loss", "batch_size", "dropout_p_embed", "dropout_p_hidden",
+                "learning_rate", "momentum", "sample_alpha", "n_sample", "embedding",
+                "constrained_embedding", "n_epochs", "bpreg", "elu_param", "logq"}  # fmt: skip
+    assert original <= keys
