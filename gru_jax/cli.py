@@ -496,7 +496,7 @@ def _run_recommend(args: argparse.Namespace) -> int:
         raise UsageError("--session is empty; give raw item ids like 12,45,7")
     if args.k < 1:
         raise UsageError(f"-k must be >= 1, got {args.k}")
-    config, spec, params, item_ids = load_run(args.run)
+    _, spec, params, item_ids = load_run(args.run)
     raw = np.asarray(tokens)
     if item_ids.dtype.kind in "iu":
         bad = [t for t in tokens if not t.lstrip("-").isdigit()]

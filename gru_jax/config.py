@@ -45,6 +45,9 @@ class Config:
     cell: str = _field("fused", "recurrent cell, by name in gru_jax.models.CELLS")
     optimizer: str = _field("adagrad_momentum", "optimizer, by name in gru_jax.optim.OPTIMIZERS")
     steps_per_dispatch: int = _field(32, "mini-batches per jitted call (one lax.scan)")
+    bptt: bool = _field(
+        False, "backpropagate through a dispatch's steps, one update each (False: GRU4Rec's)"
+    )
     seed: int = _field(42, "seed of initialisation, dropout and negative sampling")
     dtype: str = _field("float32", "matmul operand dtype: float32 or bfloat16")
     session_order: str = _field("time", "session order per epoch: time (GRU4Rec) or shuffle")

@@ -39,12 +39,12 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     @overload
-    def register(self, name: str, obj: None = None, *, overwrite: bool = False) -> Callable[[T], T]:
-        ...
+    def register(
+        self, name: str, obj: None = None, *, overwrite: bool = False
+    ) -> Callable[[T], T]: ...
 
     @overload
-    def register(self, name: str, obj: T, *, overwrite: bool = False) -> T:
-        ...
+    def register(self, name: str, obj: T, *, overwrite: bool = False) -> T: ...
 
     def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
         """Registers ``obj`` under ``name``; without ``obj``, returns a decorator that does so.

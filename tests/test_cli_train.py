@@ -86,7 +86,7 @@ def test_evaluate_reproduces_the_training_run_metrics(trained_run, split_files, 
 
 
 def test_recommend_matches_a_brute_force_ranking(trained_run, capsys):
-    config, spec, params, item_ids = load_run(trained_run)
+    _, spec, params, item_ids = load_run(trained_run)
     session = [int(item_ids[3]), int(item_ids[7]), int(item_ids[1])]
     model = spec.build(params)
     carry = model.initial_carry(1)

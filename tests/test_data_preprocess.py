@@ -5,8 +5,6 @@ The main check re-implements GRU4Rec's recipe independently with pandas (written
 by every step and the resulting arrays on ../shared/data/diginetica_sample.
 """
 
-import time
-
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -294,15 +292,18 @@ def test_failed_save_keeps_the_previous_files(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "dataset.json"]
 
 
-def test_load_is_much_faster_than_parsing(shared_data, tmp_path):
-    t0 = time.perf_counter()
+def test_saved_published_split_reloads_identically(shared_data, tmp_path):
+    # How much faster the reload is belongs to benchmarks/data_pipeline.py, not to a test.
     ds = load_dataset("srgnn", shared_data / "diginetica_srgnn_processed")
-    parse = time.perf_counter() - t0
     ds.save(tmp_path)
-    t0 = time.perf_counter()
     back = Dataset.load(tmp_path)
-    load = time.perf_counter() - t0
-    assert back.train.n_events == 906_140 and load < parse / 5, (load, parse)
+    assert back.train.n_events == 906_140
+    for split in ("train", "test"):
+        a, b = getattr(ds, split), getattr(back, split)
+        np.testing.assert_array_equal(a.items, b.items)
+        np.testing.assert_array_equal(a.offsets, b.offsets)
+        np.testing.assert_array_equal(a.prediction_mask(), b.prediction_mask())
+    np.testing.assert_array_equal(ds.item_ids, back.item_ids)
 
 
 def test_load_errors(tmp_path):

@@ -1,7 +1,5 @@
 """Tests for gru_jax.data.synthetic: determinism, the generative model, the default dataset."""
 
-import time
-
 import numpy as np
 import polars as pl
 import pytest
@@ -35,12 +33,9 @@ def test_shape_of_the_generated_log():
     assert counts[:10].sum() > 0.05 * counts.sum()
 
 
-def test_default_dataset_size_speed_and_learnability():
-    t0 = time.perf_counter()
+def test_default_dataset_size_and_learnability():
     ds = default_dataset()
-    elapsed = time.perf_counter() - t0
 
-    assert elapsed < 5.0
     assert 150_000 <= ds.train.n_events <= 250_000 and 2_000 <= ds.n_items <= 5_000
     assert ds.test.n_predictions > 5_000 and ds.stats["format"] == "synthetic"
 

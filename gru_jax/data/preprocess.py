@@ -489,7 +489,9 @@ def dataset_from_files(
     frames = {}
     for name, events in logs.items():
         if events.height == 0:
-            raise DataError(f"the {name} file(s) {test if name == 'test' else train} hold no events")
+            raise DataError(
+                f"the {name} file(s) {test if name == 'test' else train} hold no events"
+            )
         frames[name] = _sorted_sessions(events, config)
     columns = [f["item"] for f in frames.values()]
     common = pl.Int64 if all(c.dtype.is_integer() for c in columns) else pl.String

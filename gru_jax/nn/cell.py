@@ -80,16 +80,15 @@ class FusedGRUCell(nnx.Module):
             (in_features, 3 * hidden_features),
             (hidden_features, 3 * hidden_features),
         )
+        # Drawn in float32, then cast: the orthogonal init's QR has no bfloat16 kernel.
+        f32 = jnp.float32
         if init == "flax":
-            kernel_i = initializers.lecun_normal(key_i, shape_i, param_dtype)
-            kernel_h = initializers.per_gate(initializers.orthogonal)(key_h, shape_h, param_dtype)
+            kernel_i = initializers.lecun_normal(key_i, shape_i, f32)
+            kernel_h = initializers.per_gate(initializers.orthogonal)(key_h, shape_h, f32)
         else:
-            kernel_i = initializers.per_gate(initializers.glorot_uniform)(
-                key_i, shape_i, param_dtype
-            )
-            kernel_h = initializers.per_gate(initializers.glorot_uniform)(
-                key_h, shape_h, param_dtype
-            )
+            kernel_i = initializers.per_gate(initializers.glorot_uniform)(key_i, shape_i, f32)
+            kernel_h = initializers.per_gate(initializers.glorot_uniform)(key_h, shape_h, f32)
+        kernel_i, kernel_h = kernel_i.astype(param_dtype), kernel_h.astype(param_dtype)
         self.kernel_i = nnx.Param(kernel_i)
         self.bias_i = nnx.Param(jnp.zeros((3 * hidden_features,), param_dtype))
         self.kernel_h = nnx.Param(kernel_h)
@@ -150,14 +149,18 @@ class FusedGRUCell(nnx.Module):
             in_features,
             hidden,
             rngs,
+            dtype=cell.dtype,
         )
 
     @classmethod
-    def from_linen(cls, params: Mapping[str, Any], *, rngs: nnx.Rngs | None = None) -> FusedGRUCell:
+    def from_linen(
+        cls, params: Mapping[str, Any], *, dtype: Any = None, rngs: nnx.Rngs | None = None
+    ) -> FusedGRUCell:
         """The fused cell computing what a `flax.linen.GRUCell` with `params` computes.
 
         Linen keeps six Dense layers: ir, iz, in (kernel + bias), hr, hz (kernel), hn (kernel +
-        bias). Accepts the cell's variables or their "params" collection.
+        bias). Accepts the cell's variables or their "params" collection. ``dtype``: the linen
+        cell's compute dtype (a parameter dict does not carry it).
         """
         if "params" in params:
             params = params["params"]
@@ -170,14 +173,17 @@ class FusedGRUCell(nnx.Module):
         zeros = jnp.zeros((hidden,), kernel_i.dtype)
         bias_i = jnp.concatenate([params[g]["bias"] for g in ("ir", "iz", "in")])
         bias_h = jnp.concatenate([zeros, zeros, params["hn"]["bias"]])
-        return cls._from_arrays(kernel_i, bias_i, kernel_h, bias_h, in_features, hidden, rngs)
+        return cls._from_arrays(
+            kernel_i, bias_i, kernel_h, bias_h, in_features, hidden, rngs, dtype=dtype
+        )
 
     @classmethod
-    def _from_arrays(cls, kernel_i, bias_i, kernel_h, bias_h, in_features, hidden, rngs):
+    def _from_arrays(cls, kernel_i, bias_i, kernel_h, bias_h, in_features, hidden, rngs, dtype):
         cell = cls(
             in_features,
             hidden,
             variant="reset_after",  # Flax's cells are the reset-after form.
+            dtype=dtype,
             param_dtype=kernel_i.dtype,
             rngs=rngs if rngs is not None else nnx.Rngs(0),
         )

@@ -154,7 +154,9 @@ class GRU(nnx.Module):
     def _run(self, params, xs, h0, resets, mask):
         impl = self.impl
         if impl == "reference":
-            return reference_sequence(params, xs, h0, resets, mask, variant=self.variant)
+            return reference_sequence(
+                params, xs, h0, resets, mask, variant=self.variant, dtype=self.dtype
+            )
         if impl == "pallas":
             from gru_jax.kernels import gru_sequence_pallas  # Imported lazily: optional path.
 

@@ -124,6 +124,7 @@ def setup(config: Config, dataset: Dataset) -> Setup:
         logq=config.logq,
         sample_alpha=config.sample_alpha,
         dropout_seed=config.seed + 1,
+        bptt=config.bptt,
     )
     # Devices: "none" is the plain jitted step; with several processes each one reads only
     # its rows of every step (shard = process index), see gru_jax.train.parallel.
@@ -220,7 +221,7 @@ def train(
         np.save(out / "items.npy", np.asarray(dataset.item_ids))
 
     run = setup(config, dataset)
-    spec, tx, par, iterator, sampler = run.spec, run.tx, run.par, run.iterator, run.sampler
+    spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds = 0.0

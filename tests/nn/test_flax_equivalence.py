@@ -59,6 +59,9 @@ def test_matches_nnx_gru_cell_with_nnx_rnn(shape, time_major):
     _batch, _steps, features, hidden = shape
     x, h0, w_out, w_carry = _inputs(*shape, time_major)
     flax_cell = nnx.GRUCell(features, hidden, rngs=nnx.Rngs(0))
+    # Non-zero input biases, so their placement is checked too (Flax initialises them to 0).
+    bias = flax_cell.dense_i.bias
+    bias[...] = 0.3 * jax.random.normal(jax.random.key(7), bias.shape)
     rnn = nnx.RNN(flax_cell, time_major=time_major)
     graphdef, params, rest = nnx.split(rnn, nnx.Param, ...)
 
@@ -140,3 +143,17 @@ def test_cell_step_drops_into_nnx_rnn():
 def test_from_linen_rejects_other_dicts():
     with pytest.raises(ValueError, match="missing"):
         FusedGRUCell.from_linen({"params": {"ir": {}}})
+
+
+def test_converters_keep_the_compute_dtype():
+    flax_cell = nnx.GRUCell(3, 4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    linen_params = nn.GRUCell(4).init(jax.random.key(0), jnp.zeros((1, 4)), jnp.zeros((1, 3)))
+
+    fused = FusedGRUCell.from_flax(flax_cell)
+    from_linen = FusedGRUCell.from_linen(linen_params, dtype=jnp.bfloat16)
+
+    assert fused.dtype == from_linen.dtype == jnp.bfloat16
+    h, x = jnp.zeros((2, 4)), jnp.ones((2, 3))
+    want, _ = flax_cell(h, x)
+    got, _ = fused(h, x)
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=2e-2)

@@ -251,3 +251,50 @@ def test_glorot_initialisation_is_per_gate_block():
 def test_per_gate_rejects_indivisible_width():
     with pytest.raises(ValueError, match="divisible"):
         initializers.per_gate(initializers.glorot_uniform)(jax.random.key(0), (4, 7))
+
+
+def test_bfloat16_parameters_initialise_and_run():
+    # Flax's orthogonal init has no bfloat16 QR; the cell draws in float32 and casts.
+    layer = GRU(8, 16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    f32 = GRU(8, 16, rngs=nnx.Rngs(0))
+    kernel_h = layer.cells[0].kernel_h[...]
+
+    assert kernel_h.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(kernel_h, np.float32), f32.cells[0].kernel_h[...], atol=1e-2
+    )
+    out, _ = layer(jnp.ones((2, 3, 8)))
+    assert np.isfinite(np.asarray(out, np.float32)).all()
+
+
+def test_reference_impl_honours_the_compute_dtype():
+    x = jax.random.normal(jax.random.key(4), (4, 6, 8))
+    xla = GRU(8, 16, dtype=jnp.bfloat16, impl="xla", hoist=False, rngs=nnx.Rngs(0))
+    ref = GRU(8, 16, dtype=jnp.bfloat16, impl="reference", rngs=nnx.Rngs(0))
+    ref_f32 = GRU(8, 16, impl="reference", rngs=nnx.Rngs(0))
+
+    got, want, full = xla(x)[0], ref(x)[0], ref_f32(x)[0]
+    # Same bfloat16 roundings: much closer to each other than to the float32 reference.
+    close = np.abs(np.asarray(got, np.float32) - np.asarray(want, np.float32)).max()
+    far = np.abs(np.asarray(want, np.float32) - np.asarray(full, np.float32)).max()
+    assert want.dtype == jnp.bfloat16 and close < far
+
+
+@pytest.mark.parametrize("variant", ["reset_after", "reset_before"])
+def test_pallas_layer_matches_xla_layer_with_resets_and_mask(variant):
+    # impl="pallas" runs the kernel in interpret mode on CPU: the layer's wiring (projection,
+    # two layers, flags) must give what the XLA layer gives.
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+    resets = jnp.asarray(rng.random((3, 5)) < 0.3)
+    mask = jnp.asarray(rng.random((3, 5)) < 0.8)
+    xla = GRU(4, 6, num_layers=2, variant=variant, impl="xla", rngs=nnx.Rngs(1))
+    pallas = GRU(4, 6, num_layers=2, variant=variant, impl="pallas", rngs=nnx.Rngs(1))
+    _randomise(xla, seed=1)
+    _randomise(pallas, seed=1)
+
+    want, want_carry = xla(x, resets=resets, mask=mask)
+    got, carry = pallas(x, resets=resets, mask=mask)
+
+    np.testing.assert_allclose(got, want, **TOL)
+    np.testing.assert_allclose(carry, want_carry, **TOL)

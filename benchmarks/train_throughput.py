@@ -1,0 +1,195 @@
+"""End-to-end GRU4Rec training and evaluation throughput, and the cell's share of a step.
+
+For each cell (gru_jax's fused cell, and Flax's own `nnx.GRUCell` swapped in by name), on one
+dataset and preset, in one process:
+
+  train events/s   what `gru-jax train` does per dispatch: host batch and negatives → the jitted
+                   T-step scan (forward, loss, row-sparse Adagrad) → the host reads the losses;
+                   compile and ``--warmup`` dispatches excluded, median of ``--repeats`` rounds
+  eval events/s    full-ranking evaluation of the test set (`Evaluator`), compiled beforehand
+  cell share       the time of the cell's forward + backward alone (same B, E, H, T steps in a
+                   scan) over the time of the whole training step
+
+    python benchmarks/train_throughput.py          # RetailRocket (COTREC split), preset retailrocket
+    python benchmarks/train_throughput.py --dataset diginetica_srgnn_processed
+    python benchmarks/train_throughput.py --synthetic --preset synthetic
+
+The official PyTorch GRU4Rec trained this RetailRocket split at about 6,800 events/s on an idle
+2-core CPU (101 s per epoch); see experiments/RESULTS.md. Results go to
+benchmarks/results/train_throughput_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gru_jax.config import preset
+from gru_jax.data import SessionLog, default_dataset, load_dataset
+from gru_jax.train.evaluate import Evaluator
+from gru_jax.train.functional import split_tables
+from gru_jax.train.loop import setup, versions
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+OFFICIAL_CPU_EVENTS_PER_SECOND = {"retailrocket_cotrec": 6_800, "diginetica_srgnn_processed": 7_300}
+
+
+def time_training(config, dataset, *, warmup: int, dispatches: int, repeats: int) -> dict:
+    """Median events/s and ms per mini-batch over rounds of ``dispatches`` dispatches."""
+    run = setup(config, dataset)
+    state = run.par.place_state(run.state)
+    batches = run.iterator.epoch(0)
+
+    def dispatch(state):
+        batch = next(batches)
+        negatives = run.sampler.take(config.steps_per_dispatch)
+        state, losses, rows = run.par.step(state, batch, negatives, run.supports)
+        np.asarray(losses)  # the loop reads the losses every dispatch (NaN guard)
+        return state, int(np.asarray(rows).sum())
+
+    for _ in range(warmup):
+        state, _ = dispatch(state)
+    rates, ms_per_step = [], []
+    for _ in range(repeats):
+        t0, events = time.perf_counter(), 0
+        for _ in range(dispatches):
+            state, n = dispatch(state)
+            events += n
+        seconds = time.perf_counter() - t0
+        rates.append(events / seconds)
+        ms_per_step.append(1e3 * seconds / (dispatches * config.steps_per_dispatch))
+    return {
+        "train_events_per_second": statistics.median(rates),
+        "train_ms_per_minibatch": statistics.median(ms_per_step),
+        "spec": run.spec,
+        "params": run.par.local_params(state),
+    }
+
+
+def time_evaluation(config, spec, params, test: SessionLog) -> dict:
+    evaluator = Evaluator(
+        spec,
+        batch_size=config.eval_batch_size,
+        tie_mode=config.tie_mode,
+        chunk_size=config.eval_chunk_size,
+    )
+    evaluator(params, test)  # compiles
+    t0 = time.perf_counter()
+    metrics = evaluator(params, test)
+    seconds = time.perf_counter() - t0
+    return {"eval_events_per_second": metrics["n_test_events"] / seconds, "eval_seconds": seconds}
+
+
+def time_cell(config, spec, params, *, repeats: int) -> float:
+    """ms per mini-batch of the cells' forward + backward alone (T steps in one scan)."""
+    tables, dense = split_tables(params)
+    model = spec.build(params)
+    batch, steps = config.batch_size, config.steps_per_dispatch
+    width = tables[spec.input_table].shape[1]
+    xs = jax.random.normal(jax.random.key(0), (steps, batch, width), jnp.float32)
+    weights = jax.random.normal(jax.random.key(1), (batch, config.layers[-1]), jnp.float32)
+
+    @jax.jit
+    def cell_steps(dense, carry, xs):
+        def body(carry, x):
+            def objective(dense, x):
+                new_carry, h = spec.build({**tables, **dense}).step(carry, x)
+                return jnp.sum(h * weights), new_carry
+
+            (_, new_carry), grads = jax.value_and_grad(objective, (0, 1), has_aux=True)(dense, x)
+            return new_carry, jax.tree.map(jnp.sum, grads)
+
+        return jax.lax.scan(body, carry, xs)
+
+    carry = model.initial_carry(batch)
+    jax.block_until_ready(cell_steps(dense, carry, xs))
+    samples = []
+    for _ in range(repeats * 3):
+        t0 = time.perf_counter()
+        jax.block_until_ready(cell_steps(dense, carry, xs))
+        samples.append(1e3 * (time.perf_counter() - t0) / steps)
+    return statistics.median(samples)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="retailrocket_cotrec", help="a split in shared/data")
+    parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
+    parser.add_argument("--synthetic", action="store_true", help="the generated default data")
+    parser.add_argument("--preset", default="retailrocket")
+    parser.add_argument("--cells", nargs="+", default=("fused", "flax-gru"))
+    parser.add_argument("--warmup", type=int, default=3, help="dispatches before timing")
+    parser.add_argument("--dispatches", type=int, default=20, help="dispatches per round")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.synthetic:
+        name, dataset = "synthetic", default_dataset()
+    else:
+        name = args.dataset
+        dataset = load_dataset("srgnn", args.data_root / name, test_protocol="sessions")
+    base = preset(args.preset).with_overrides(args.overrides)
+    device = jax.devices()[0].device_kind
+    print(f"{name}: {dataset.train.n_events:,} train events, {dataset.n_items:,} items; "
+          f"preset {args.preset}; {device}")  # fmt: skip
+
+    rows = []
+    for cell in args.cells:
+        config = base.replace(cell=cell)
+        train = time_training(
+            config, dataset, warmup=args.warmup, dispatches=args.dispatches, repeats=args.repeats
+        )
+        spec, params = train.pop("spec"), train.pop("params")
+        row = {"cell": cell, **train}
+        row.update(time_evaluation(config, spec, params, dataset.test))
+        row["cell_ms_per_minibatch"] = time_cell(config, spec, params, repeats=args.repeats)
+        row["cell_share_of_step"] = row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
+        rows.append(row)
+
+    reference = rows[0]["train_events_per_second"]
+    official = OFFICIAL_CPU_EVENTS_PER_SECOND.get(name) if jax.default_backend() == "cpu" else None
+    print(f"\n| cell | train events/s | ms/mini-batch | vs {rows[0]['cell']} | "
+          f"eval events/s | cell ms/mini-batch | cell share |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['cell']} | {r['train_events_per_second']:,.0f} | "
+            f"{r['train_ms_per_minibatch']:.2f} | {r['train_events_per_second'] / reference:.2f} | "
+            f"{r['eval_events_per_second']:,.0f} | {r['cell_ms_per_minibatch']:.2f} | "
+            f"{100 * r['cell_share_of_step']:.0f}% |"
+        )
+    if official:
+        print(f"\nofficial PyTorch GRU4Rec on a 2-core CPU: {official:,} train events/s; "
+              f"gru_jax fused: {reference / official:.2f}×")  # fmt: skip
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = device.lower().replace(" ", "_")
+    record = {
+        "dataset": name,
+        "preset": args.preset,
+        "overrides": args.overrides,
+        "config": base.to_dict(),
+        "versions": versions(),
+        "official_cpu_events_per_second": official,
+        "rows": rows,
+    }
+    path = args.out / f"train_throughput_{tag}_{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
