@@ -95,7 +95,11 @@ class Config:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; see `gru-jax presets --keys`")
-        return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items()})
+        config = self
+        if "layers" in changes:  # first: embedding=layersize reads the new layers
+            config = dataclasses.replace(self, layers=_coerce(self, "layers", changes["layers"]))
+        values = {k: _coerce(config, k, v) for k, v in changes.items() if k != "layers"}
+        return dataclasses.replace(config, **values)
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Applies ``key=value`` strings (CLI style: layers=224 or layers=100/100, loss=bpr-max)."""
@@ -109,15 +113,26 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> Config:
-        """Reads a JSON or TOML file holding a flat mapping of config keys."""
+        """Reads a JSON or TOML file holding a flat mapping of config keys.
+
+        A ``preset = "NAME"`` entry starts from that preset; the other keys override it.
+        """
         path = pathlib.Path(path)
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the config file ({e.strerror})") from None
         try:
             mapping = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (ValueError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"{path}: not a valid {path.suffix[1:] or 'JSON'} config: {e}") from e
-        mapping.pop("preset", None)
-        return cls().replace(**mapping)
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{path}: a config file holds a mapping of config keys")
+        base = preset(mapping.pop("preset")) if "preset" in mapping else cls()
+        try:
+            return base.replace(**mapping)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -196,6 +196,7 @@ def test_two_processes_match_one_process(tmp_path):
         }
         for key in ("recall@20", "mrr@20", "ndcg@20", "n_test_events"):
             assert results[key] == pytest.approx(metrics[key], abs=1e-6), (mode, key)
+        # Only process 0 logs: a second writer would double the lines of the shared file.
         np.testing.assert_allclose(_losses(tmp_path / f"run-{mode}"), losses, rtol=1e-5)
 
 
@@ -253,3 +254,44 @@ def test_checkpoint_from_four_devices_resumes_on_one_and_two(tmp_path):
     assert max_diff(params(tmp_path, "stopped-sharding"), full) > 1e-3  # it did stop early
     for name in ("one", "two-sharding", "two-pmap"):
         assert max_diff(params(tmp_path, name), full) < TOLERANCE, name
+
+
+# ---------------------------------------------------------------------------------------------
+# The NaN guard and dropout reproducibility under both modes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_nan_guard_and_reproducible_dropout_under_both_modes(tmp_path):
+    # Given finished 1-epoch runs in each mode, then a second epoch whose loss is NaN,
+    # and two pmap runs with dropout and the same seed
+    finish = [
+        {"name": f"clean-{m}", "config": {"parallel": m}, "out_dir": str(tmp_path / m)}
+        for m in ("pmap", "sharding")
+    ]
+    poison = [
+        {
+            "name": f"nan-{m}",
+            "config": {"parallel": m, "loss": "test-nan", "n_epochs": 2},
+            "out_dir": str(tmp_path / m),
+        }
+        for m in ("pmap", "sharding")
+    ]
+    dropout = [
+        {"name": f"pmap-dropout-{i}", "config": {**DROPOUT, "parallel": "pmap"}}
+        for i in ("a", "b")
+    ]
+
+    # When they run on 2 virtual CPU devices
+    run_worker(tmp_path, "guard", finish + poison + dropout, cpu_devices=2)
+
+    # Then the NaN stops each run naming epoch 2, and the epoch-1 checkpoint stays the latest
+    for mode in ("pmap", "sharding"):
+        message = (tmp_path / f"nan-{mode}.error").read_text()
+        assert "non-finite loss nan at epoch 2, dispatch 1" in message, mode
+        records = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").open()]
+        epoch_end = [r["step"] for r in records if r.get("epoch_end")]
+        steps = sorted(int(p.name) for p in (tmp_path / mode / "checkpoints").iterdir())
+        assert len(epoch_end) == 1 and steps[-1] == epoch_end[0], mode
+        assert not (tmp_path / f"nan-{mode}.npz").exists()
+    # and the same seed gives the same pmap dropout masks, hence the same parameters
+    assert max_diff(params(tmp_path, "pmap-dropout-a"), params(tmp_path, "pmap-dropout-b")) == 0.0

@@ -9,7 +9,8 @@ SPEC holds ``cpu_devices``, optionally ``coordinator``/``num_processes``/``proce
 ``dataset`` (keyword arguments of `tiny_dataset`), and
 ``runs``: a list of {"name", "config" (overrides), "out_dir", "stop_after_dispatches",
 "evaluate"}. Each run writes NAME.npz (the final parameters, flattened) and NAME.json (its
-results) into ``SPEC["output"]``, on process 0 only.
+results) into ``SPEC["output"]``, on process 0 only; a run stopped by a `TrainingError` writes
+NAME.error (its message) instead. The loss "test-nan" is NaN at every step.
 """
 
 from __future__ import annotations
@@ -70,18 +71,32 @@ def main(spec_path: str) -> None:
     from gru_jax.config import Config
     from gru_jax.train.loop import train
 
+    import jax.numpy as jnp
+
+    from gru_jax.losses import LOSSES
+    from gru_jax.train.loop import TrainingError
+
+    def poisoned(scores, row_mask, *, log_q=None, row_offset=None):
+        return jnp.sum(scores) * jnp.nan
+
+    LOSSES.register("test-nan", poisoned, overwrite=True)
+
     output = pathlib.Path(spec["output"])
     dataset = tiny_dataset(**spec.get("dataset", {}))
     for run in spec["runs"]:
         config = Config().replace(**{**TINY, **run.get("config", {})})
-        result = train(
-            config,
-            dataset,
-            run.get("out_dir"),
-            progress=False,
-            evaluate_test=run.get("evaluate", False),
-            stop_after_dispatches=run.get("stop_after_dispatches"),
-        )
+        try:
+            result = train(
+                config,
+                dataset,
+                run.get("out_dir"),
+                progress=False,
+                evaluate_test=run.get("evaluate", False),
+                stop_after_dispatches=run.get("stop_after_dispatches"),
+            )
+        except TrainingError as e:  # the test reads the message
+            (output / f"{run['name']}.error").write_text(str(e))
+            continue
         if jax.process_index() == 0:
             np.savez(output / f"{run['name']}.npz", **flatten(result.params))
             results = {k: v for k, v in result.results.items() if k not in ("config", "versions")}
