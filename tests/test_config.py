@@ -23,7 +23,7 @@ def test_presets_are_the_published_best_parameters(name):
     config = preset(name)
     for field, want in zip(FIELDS, PUBLISHED[name], strict=True):
         got = getattr(config, field)
-        assert (got == (want,) if field == "layers" else got == want), (name, field, got)
+        assert got == (want,) if field == "layers" else got == want, (name, field, got)
     assert config.constrained_embedding  # all best results use the shared embedding
     assert "source" in PRESETS[name]
 
@@ -31,16 +31,31 @@ def test_presets_are_the_published_best_parameters(name):
 def test_defaults_are_the_official_pytorch_port_defaults():
     c = Config()
     assert (c.layers, c.loss, c.batch_size, c.learning_rate, c.momentum) == (
-        (100,), "cross-entropy", 64, 0.05, 0.0
+        (100,),
+        "cross-entropy",
+        64,
+        0.05,
+        0.0,
     )
-    assert (c.sample_alpha, c.n_sample, c.embedding, c.constrained_embedding) == (0.5, 2048, 0, True)
+    assert (c.sample_alpha, c.n_sample, c.embedding, c.constrained_embedding) == (
+        0.5,
+        2048,
+        0,
+        True,
+    )
     assert (c.n_epochs, c.bpreg, c.elu_param, c.logq) == (10, 1.0, 0.5, 0.0)
 
 
 def test_overrides_parse_to_the_field_types():
     c = Config().with_overrides(
-        ["layers=100/50", "loss=bpr-max", "constrained_embedding=false", "learning_rate=0.2",
-         "n_epochs=3", "bptt=true"]  # fmt: skip
+        [
+            "layers=100/50",
+            "loss=bpr-max",
+            "constrained_embedding=false",
+            "learning_rate=0.2",
+            "n_epochs=3",
+            "bptt=true",
+        ]  # fmt: skip
     )
     assert c.layers == (100, 50) and c.loss == "bpr-max" and not c.constrained_embedding
     assert c.learning_rate == 0.2 and c.n_epochs == 3 and c.bptt is True

@@ -83,12 +83,19 @@ def test_xe_matches_numpy(logq):
     np.testing.assert_allclose(got, np_xe(scores, row_mask, log_q, logq), rtol=1e-5)
 
 
-@pytest.mark.parametrize("bpreg,elu_param,logq", [(1.0, 0.5, 0.0), (1.95, 1.0, 0.0),
-                                                  (0.3, 0.0, 0.0), (1.0, 0.5, 1.0)])
+@pytest.mark.parametrize(
+    "bpreg,elu_param,logq", [(1.0, 0.5, 0.0), (1.95, 1.0, 0.0), (0.3, 0.0, 0.0), (1.0, 0.5, 1.0)]
+)
 def test_bpr_max_matches_numpy(bpreg, elu_param, logq):
     scores, row_mask, log_q = _case(2)
-    got = bpr_max(jnp.asarray(scores), jnp.asarray(row_mask), log_q=log_q, logq=logq,
-                  bpreg=bpreg, elu_param=elu_param)
+    got = bpr_max(
+        jnp.asarray(scores),
+        jnp.asarray(row_mask),
+        log_q=log_q,
+        logq=logq,
+        bpreg=bpreg,
+        elu_param=elu_param,
+    )
     want = np_bpr_max(scores, row_mask, bpreg, elu_param, log_q, logq)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -118,8 +125,10 @@ def test_bpr_max_hand_computed():
     s0 = [1 / (1 + math.e**2), math.e**2 / (1 + math.e**2)]
     l0 = -math.log(s0[0] * sig(1.0) + s0[1] * sig(-1.0) + 1e-24) + 0.5 * (s0[1] * 4.0)
     # Row 1: target 1.0; negatives 0.5 and -1.0.
-    s1 = [math.exp(0.5) / (math.exp(0.5) + math.exp(-1)), math.exp(-1) / (math.exp(0.5)
-                                                                           + math.exp(-1))]
+    s1 = [
+        math.exp(0.5) / (math.exp(0.5) + math.exp(-1)),
+        math.exp(-1) / (math.exp(0.5) + math.exp(-1)),
+    ]
     l1 = -math.log(s1[0] * sig(0.5) + s1[1] * sig(2.0)) + 0.5 * (s1[0] * 0.25 + s1[1] * 1.0)
     got = bpr_max(scores, jnp.array([True, True]), bpreg=0.5, elu_param=0.0)
     np.testing.assert_allclose(got, (l0 + l1) / 2, rtol=1e-6)
@@ -149,10 +158,12 @@ def test_equal_scores_closed_forms():
     scores = jnp.full((b, b + n), c)
     mask = jnp.array([True, True, True, False])
     valid_cols = 3 + n  # one target column removed with the inactive row
-    np.testing.assert_allclose(cross_entropy(scores, mask), 3 * math.log(valid_cols) / b,
-                               rtol=1e-6)
-    np.testing.assert_allclose(bpr_max(scores, mask, bpreg=2.0, elu_param=0.5),
-                               3 * (math.log(2.0) + 2.0 * c**2) / b, rtol=1e-6)
+    np.testing.assert_allclose(cross_entropy(scores, mask), 3 * math.log(valid_cols) / b, rtol=1e-6)
+    np.testing.assert_allclose(
+        bpr_max(scores, mask, bpreg=2.0, elu_param=0.5),
+        3 * (math.log(2.0) + 2.0 * c**2) / b,
+        rtol=1e-6,
+    )
     sig = 1 / (1 + math.exp(-(c**2)))
     np.testing.assert_allclose(top1_max(scores, mask), 3 * (0.5 + sig) / b, rtol=1e-6)
 
@@ -236,7 +247,9 @@ def test_jit_with_traced_hyperparameters():
     scores, row_mask, log_q = _case(9)
     fn = jax.jit(lambda s, m, q, a, r: bpr_max(s, m, log_q=q, logq=1.0, elu_param=a, bpreg=r))
     for alpha in (0.0, 0.5):
-        np.testing.assert_allclose(fn(scores, row_mask, log_q, alpha, 1.5),
-                                   np_bpr_max(scores, row_mask, 1.5, alpha, log_q, 1.0),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            fn(scores, row_mask, log_q, alpha, 1.5),
+            np_bpr_max(scores, row_mask, 1.5, alpha, log_q, 1.0),
+            rtol=1e-5,
+        )
     assert losses.LOG_EPS == 1e-24

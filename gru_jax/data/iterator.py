@@ -60,7 +60,9 @@ def session_order(log: SessionLog, order: str, seed: int, epoch: int) -> np.ndar
         return eligible[np.argsort(first_times, kind="stable")]
     if order == "shuffle":
         return np.random.default_rng(seed + epoch).permutation(eligible)
-    raise ValueError(f"order must be 'time' or 'shuffle', got {order!r}")
+    if order == "longest":  # evaluation: long sessions first, so the rows finish together
+        return eligible[np.argsort(-log.lengths[eligible], kind="stable")]
+    raise ValueError(f"order must be 'time', 'shuffle' or 'longest', got {order!r}")
 
 
 def assign_rows(steps: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +97,9 @@ class SessionParallelIterator:
       log: the sessions; sessions shorter than 2 have no target and are skipped.
       batch_size: B, the global number of rows (over all shards).
       steps: T, steps per dispatch (arrays are (T, B_local), e.g. for a `lax.scan`).
-      order: "time" (by first-event time, GRU4Rec's default; file order without timestamps) or
-        "shuffle" (a permutation drawn per epoch from ``seed + epoch``).
+      order: "time" (by first-event time, GRU4Rec's default; file order without timestamps),
+        "shuffle" (a permutation drawn per epoch from ``seed + epoch``) or "longest" (longest
+        sessions first; for evaluation, where sessions are independent).
       seed: seed of the shuffle.
       shard_index, num_shards: this shard takes rows
         ``[shard_index * B / num_shards, (shard_index + 1) * B / num_shards)``.
@@ -121,8 +124,8 @@ class SessionParallelIterator:
             raise ValueError(f"batch_size {batch_size} is not divisible by {num_shards} shards")
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
-        if order not in ("time", "shuffle"):
-            raise ValueError(f"order must be 'time' or 'shuffle', got {order!r}")
+        if order not in ("time", "shuffle", "longest"):
+            raise ValueError(f"order must be 'time', 'shuffle' or 'longest', got {order!r}")
         self.log = log
         self.batch_size = batch_size
         self.local_batch_size = batch_size // num_shards
@@ -137,7 +140,7 @@ class SessionParallelIterator:
     # -- plan ---------------------------------------------------------------------------------
 
     def _plan(self, epoch: int) -> _Plan:
-        key = 0 if self.order == "time" else epoch
+        key = epoch if self.order == "shuffle" else 0
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._build(epoch))
         return self._cache[1]

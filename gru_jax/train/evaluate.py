@@ -80,6 +80,8 @@ class Evaluator:
 
     ``Evaluator(spec, ...)(params, log)`` returns the metrics of `evaluate`; a second call with
     the same batch shape does not recompile (useful in training loops and benchmarks).
+    ``batch_size`` is an upper bound: a test set that cannot keep that many rows busy (fewer
+    sessions, or one long session that outlasts the rest) runs with fewer rows.
     """
 
     def __init__(
@@ -103,9 +105,13 @@ class Evaluator:
         clean = drop_unseen(log)
         if clean.log.n_sessions == 0:
             raise ValueError("the test set has no session with 2 or more known items to evaluate")
-        # Fewer sessions than rows would only add masked rows: shrink the batch instead.
-        batch_size = max(1, min(self.batch_size, clean.log.n_sessions))
-        iterator = SessionParallelIterator(clean.log, batch_size, steps=self.steps, order="time")
+        # Sessions are independent here (zero carry at each start, metrics are sums), so the
+        # order is free: longest first, and no more rows than keep busy until the longest
+        # session ends. Fixed shapes make a padded row cost as much as a busy one.
+        pairs = clean.log.lengths - 1
+        busy_rows = -(-int(pairs.sum()) // max(int(pairs.max()), 1))
+        batch_size = max(1, min(self.batch_size, busy_rows))
+        iterator = SessionParallelIterator(clean.log, batch_size, steps=self.steps, order="longest")
         carry = self.spec.build(params).initial_carry(batch_size)
         total = None
         for batch in iterator.epoch(0):

@@ -277,8 +277,7 @@ def test_nan_guard_and_reproducible_dropout_under_both_modes(tmp_path):
         for m in ("pmap", "sharding")
     ]
     dropout = [
-        {"name": f"pmap-dropout-{i}", "config": {**DROPOUT, "parallel": "pmap"}}
-        for i in ("a", "b")
+        {"name": f"pmap-dropout-{i}", "config": {**DROPOUT, "parallel": "pmap"}} for i in ("a", "b")
     ]
 
     # When they run on 2 virtual CPU devices

@@ -28,8 +28,11 @@ def _brute_force(model, sessions, predict=None, cutoffs=(1, 5, 10, 20), mode="co
             others = np.delete(scores, target)
             greater = (others > scores[target]).sum()
             equal = (others == scores[target]).sum()
-            rank = {"conservative": 1 + greater + equal, "standard": 1 + greater,
-                    "median": 1 + greater + equal / 2}[mode]
+            rank = {
+                "conservative": 1 + greater + equal,
+                "standard": 1 + greater,
+                "median": 1 + greater + equal / 2,
+            }[mode]
             count += 1
             for k in cutoffs:
                 hit = rank <= k

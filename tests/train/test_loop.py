@@ -22,9 +22,19 @@ def dataset():
     return preprocess(events, PreprocessConfig(test_days=2.0))
 
 
-CONFIG = Config(layers=(12,), batch_size=16, n_sample=24, n_epochs=2, steps_per_dispatch=4,
-                momentum=0.3, dropout_p_embed=0.1, dropout_p_hidden=0.2, loss="bpr-max",
-                eval_batch_size=32, log_every=1)
+CONFIG = Config(
+    layers=(12,),
+    batch_size=16,
+    n_sample=24,
+    n_epochs=2,
+    steps_per_dispatch=4,
+    momentum=0.3,
+    dropout_p_embed=0.1,
+    dropout_p_hidden=0.2,
+    loss="bpr-max",
+    eval_batch_size=32,
+    log_every=1,
+)
 
 
 def _assert_same_params(a, b):
@@ -35,8 +45,16 @@ def _assert_same_params(a, b):
 def test_run_writes_results_config_and_metrics(dataset, tmp_path):
     result = train(CONFIG, dataset, tmp_path, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
-    for key in ("recall@20", "mrr@20", "ndcg@10", "recall@1", "n_test_events", "train_seconds",
-                "train_events_per_second", "eval_seconds"):
+    for key in (
+        "recall@20",
+        "mrr@20",
+        "ndcg@10",
+        "recall@1",
+        "n_test_events",
+        "train_seconds",
+        "train_events_per_second",
+        "eval_seconds",
+    ):
         assert key in saved, key
     assert saved["versions"]["jax"] == jax.__version__
     assert saved["config"]["layers"] == [12]

@@ -33,12 +33,17 @@ def _alone(model, prefix):
 
 def test_training_carry_equals_each_session_run_alone():
     log = _log()
-    sessions = [log.items[log.offsets[s] : log.offsets[s + 1]].tolist() for s in range(len(LENGTHS))]
+    sessions = [
+        log.items[log.offsets[s] : log.offsets[s + 1]].tolist() for s in range(len(LENGTHS))
+    ]
     model = GRU4Rec(10, (8,), rngs=nnx.Rngs(0))
     spec, params = ModelSpec.split(model)
     tx = adagrad_momentum(1e-30)  # the weights stay put; only the carry is under test
-    run = jax.jit(make_train_step(spec, tx, make_loss("cross-entropy"), logq=0.0,
-                                  sample_alpha=0.5, dropout_seed=0))
+    run = jax.jit(
+        make_train_step(
+            spec, tx, make_loss("cross-entropy"), logq=0.0, sample_alpha=0.5, dropout_seed=0
+        )
+    )
     batch_size = 2
     state = TrainState(params, tx.init(params), model.initial_carry(batch_size), jnp.int32(0))
     iterator = SessionParallelIterator(log, batch_size, steps=1)

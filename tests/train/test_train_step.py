@@ -120,7 +120,9 @@ def test_two_updates_match_transcription(mode, loss):
         in_rows = inputs[mask]
         touched[in_table] = np.unique(np.concatenate([touched.get(in_table, []), in_rows]))
         touched = {k: v.astype(int) for k, v in touched.items()}
-        ref, ref_acc, ref_vel = numpy_adagrad(ref, _flat(grads), ref_acc, ref_vel, touched, momentum)
+        ref, ref_acc, ref_vel = numpy_adagrad(
+            ref, _flat(grads), ref_acc, ref_vel, touched, momentum
+        )
         got = _flat(state.params)
         for name in ref:
             np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -141,11 +143,19 @@ def test_fully_masked_step_changes_nothing():
     model = GRU4Rec(N_ITEMS, (HIDDEN,), rngs=nnx.Rngs(0))
     spec, params = ModelSpec.split(model)
     tx = adagrad_momentum(LR, 0.5)
-    run = jax.jit(make_train_step(spec, tx, make_loss("cross-entropy"), logq=0.0,
-                                  sample_alpha=0.5, dropout_seed=0))
+    run = jax.jit(
+        make_train_step(
+            spec, tx, make_loss("cross-entropy"), logq=0.0, sample_alpha=0.5, dropout_seed=0
+        )
+    )
     state = TrainState(params, tx.init(params), model.initial_carry(2), jnp.int32(0))
-    live = StepData(np.array([[1, 2]]), np.array([[3, 4]]), np.ones((1, 2), bool),
-                    np.ones((1, 2), bool), np.array([[5, 6]]))
+    live = StepData(
+        np.array([[1, 2]]),
+        np.array([[3, 4]]),
+        np.ones((1, 2), bool),
+        np.ones((1, 2), bool),
+        np.array([[5, 6]]),
+    )
     state, _ = run(state, live, jnp.ones(N_ITEMS))  # momentum is now non-zero
     before = jax.tree.map(np.asarray, state)
     dead = live._replace(mask=np.zeros((1, 2), bool))
