@@ -172,6 +172,35 @@ def test_parquet_with_datetime_time(tmp_path, events):
     assert df["type"].to_list() == events["type"].to_list()
 
 
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda df, p: df.drop("item").write_parquet(p), "item"),
+        (lambda df, p: df.with_columns(time=pl.lit("noon")).write_parquet(p), "non-numeric"),
+        (lambda df, p: df.clear().write_parquet(p), "no rows"),
+        (lambda df, p: p.write_text("SessionId,ItemId\n1,2\n"), "not a readable Parquet"),
+        (lambda df, p: df.with_columns(item=pl.Series([10, None, 10, 12, 13])).write_parquet(p),
+         "item"),
+    ],
+    ids=["missing-column", "text-time", "empty", "not-parquet", "null-item"],
+)
+def test_malformed_parquet_names_the_file_and_the_problem(tmp_path, events, write, message):
+    path = tmp_path / "bad.parquet"
+    write(events, path)
+    with pytest.raises(DataError, match=message) as info:
+        read_events("parquet", path, session="session", item="item", time="time")
+    assert "bad.parquet" in str(info.value)
+
+
+def test_csv_time_format_mismatch_names_the_file_line_and_value(tmp_path):
+    path = tmp_path / "dates.csv"
+    path.write_text("s,i,when\n1,2,2024-01-01 00:00:10\n1,3,01/01/2024\n")
+    with pytest.raises(DataError) as info:
+        read_events("csv", path, session="s", item="i", time="when",
+                    time_format="%Y-%m-%d %H:%M:%S")  # fmt: skip
+    assert "dates.csv:3:" in str(info.value) and "01/01/2024" in str(info.value)
+
+
 # -------------------------------------------------------------------------------------------
 # Malformed input: DataError names the file (and line) and the problem.
 # -------------------------------------------------------------------------------------------
