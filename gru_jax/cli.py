@@ -150,6 +150,8 @@ def _reader_options(args: argparse.Namespace) -> dict:
             opts["time_unit"] = args.time_unit
     if fmt in ("csv", "parquet", "gru4rec") and args.type_col is not None:
         opts["type"] = args.type_col
+    elif args.type_col is not None:
+        raise UsageError(f"--type-col applies to csv, parquet and gru4rec, not {fmt}")
     if fmt == "csv":
         if args.separator is not None:
             opts["separator"] = args.separator
