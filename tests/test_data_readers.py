@@ -179,8 +179,10 @@ def test_parquet_with_datetime_time(tmp_path, events):
         (lambda df, p: df.with_columns(time=pl.lit("noon")).write_parquet(p), "non-numeric"),
         (lambda df, p: df.clear().write_parquet(p), "no rows"),
         (lambda df, p: p.write_text("SessionId,ItemId\n1,2\n"), "not a readable Parquet"),
-        (lambda df, p: df.with_columns(item=pl.Series([10, None, 10, 12, 13])).write_parquet(p),
-         "item"),
+        (
+            lambda df, p: df.with_columns(item=pl.Series([10, None, 10, 12, 13])).write_parquet(p),
+            "item",
+        ),
     ],
     ids=["missing-column", "text-time", "empty", "not-parquet", "null-item"],
 )

@@ -80,3 +80,19 @@ def test_gru4rec_trains_with_the_example_cell_chosen_by_name(custom_cell_module)
     # Its LayerNorm scales were trained (moved away from their initial ones).
     scale = np.asarray(result.params["cells"][0]["norm_i"]["scale"])
     assert not np.allclose(scale, 1.0)
+
+
+def test_every_test_the_readme_names_exists():
+    readme = (ROOT / "README.md").read_text()
+    checked = 0
+    for line in readme.splitlines():
+        path = None
+        for token in re.findall(r"`([^`]+)`", line):
+            file, _, name = token.partition("::")
+            if file.startswith("tests/"):
+                path = ROOT / file
+                assert path.is_file(), file
+            if name and path is not None:  # `::name` alone continues the last file
+                assert f"def {name}(" in path.read_text(), f"{path.name}::{name}"
+                checked += 1
+    assert checked >= 10

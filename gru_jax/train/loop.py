@@ -222,6 +222,18 @@ def train(
 
     run = setup(config, dataset)
     spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
+    if is_writer:
+        n_params = sum(int(np.size(x)) for x in jax.tree.leaves(run.state.params))
+        log.info(
+            "GRU4Rec %s, %s loss, %d items: %s parameters on %d %s device(s), %s",
+            "/".join(map(str, config.layers)),
+            config.loss,
+            dataset.n_items,
+            f"{n_params:,}",
+            par.num_devices,
+            jax.devices()[0].device_kind,
+            par.mode,
+        )
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds = 0.0
