@@ -170,3 +170,18 @@ def test_presets_keys_lists_the_original_parameter_names(capsys):
                 "learning_rate", "momentum", "sample_alpha", "n_sample", "embedding",
                 "constrained_embedding", "n_epochs", "bpreg", "elu_param", "logq"}  # fmt: skip
     assert original <= keys
+
+
+def test_resuming_with_another_model_config_is_refused_and_keeps_the_run(trained_run, split_files,
+                                                                           capsys):  # fmt: skip
+    train, test, _ = split_files
+    before = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.is_file()}
+    argv = ["train", "--format", "gru4rec", "--train", str(train), "--test", str(test),
+            "--out", str(trained_run), "--no-progress", *TINY, "layers=24"]  # fmt: skip
+
+    status = cli.main(argv)
+
+    err = capsys.readouterr().err
+    assert status == 3 and "layers: (16,) -> (24,)" in err and "new output directory" in err
+    after = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.is_file()}
+    assert after == before  # nothing of the earlier run was overwritten

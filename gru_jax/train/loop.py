@@ -189,6 +189,35 @@ class _Logger:
             self._tb.close()
 
 
+# Keys a resumed run may change: they do not touch the model, the optimizer or the data order.
+RESUMABLE_CHANGES = frozenset(
+    {"n_epochs", "log_every", "checkpoint_every", "tensorboard", "eval_batch_size",
+     "eval_chunk_size", "cutoffs", "tie_mode", "parallel"}
+)  # fmt: skip
+
+
+def _check_resumable(out: pathlib.Path, config: Config) -> None:
+    """Refuses to resume a run directory whose checkpoints come from another config."""
+    saved = out / "config.json"
+    if not (saved.is_file() and (out / "checkpoints").is_dir()):
+        return
+    try:
+        before = Config().replace(**json.loads(saved.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrainingError(f"{saved} is not a gru-jax run config ({e}); use a new directory")
+    changed = {
+        key: (getattr(before, key), getattr(config, key))
+        for key in config.to_dict()
+        if key not in RESUMABLE_CHANGES and getattr(before, key) != getattr(config, key)
+    }
+    if changed:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise TrainingError(
+            f"{out} holds checkpoints of a run with another config ({listed}); rerun with the "
+            "same settings to resume it, or give a new output directory"
+        )
+
+
 def train(
     config: Config,
     dataset: Dataset,
@@ -213,6 +242,8 @@ def train(
     """
     out = pathlib.Path(out_dir) if out_dir is not None else None
     is_writer = jax.process_index() == 0
+    if out is not None:
+        _check_resumable(out, config)  # before anything of the earlier run is overwritten
     if out is not None and is_writer:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
