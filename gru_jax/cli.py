@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 EXIT_DATA_ERROR = 2
 EXIT_TRAINING_ERROR = 3
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 READ_FORMATS = ("gru4rec", "csv", "parquet", "diginetica", "otto", "srgnn", "sequences", "recbole")
 
 
@@ -253,7 +254,11 @@ def _add_train_parser(subparsers) -> None:
 
 def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--format", choices=READ_FORMATS, help="format of --train/--test")
+    g.add_argument(
+        "--format",
+        choices=READ_FORMATS,
+        help="format of --train/--test" if training else "format of --test",
+    )
     if training:
         g.add_argument(
             "--train",
@@ -301,7 +306,34 @@ def _resolve_config(args: argparse.Namespace, *, have_data: bool):
             config = config.replace(parallel=args.parallel)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _check_names(config)
     return config
+
+
+def _check_names(config) -> None:
+    """Loss, cell and optimizer are looked up in registries user code may extend."""
+    from gru_jax.losses import LOSSES
+    from gru_jax.models import CELLS
+    from gru_jax.optim import OPTIMIZERS
+
+    for key, registry in (("loss", LOSSES), ("cell", CELLS), ("optimizer", OPTIMIZERS)):
+        name = getattr(config, key)
+        if name not in registry:
+            raise ConfigError(f"unknown {key} {name!r}; known: {', '.join(registry.names())}")
+
+
+def _check_devices(config) -> None:
+    """The B rows of a step must split evenly over the devices."""
+    import jax
+
+    from gru_jax.train.parallel import resolve_mode
+
+    devices = jax.device_count()
+    if resolve_mode(config.parallel) != "none" and config.batch_size % devices:
+        raise ConfigError(
+            f"batch_size {config.batch_size} does not split over {devices} devices; choose a "
+            f"multiple of {devices} (batch_size=...)"
+        )
 
 
 def _load_training_data(args: argparse.Namespace):
@@ -342,9 +374,10 @@ def _run_train(args: argparse.Namespace) -> int:
     mode = parallel.setup_parallel(args)  # before anything touches a device
     if mode is not None:
         args.parallel = mode
+    have_data = bool(args.train or args.data)
+    config = _resolve_config(args, have_data=have_data)  # errors before the data is read
+    _check_devices(config)
     dataset, description = _load_training_data(args)
-    have_data = description.get("format") != "synthetic"
-    config = _resolve_config(args, have_data=have_data)
     name = args.preset or (pathlib.Path(args.config).stem if args.config else None)
     name = name or ("synthetic" if not have_data else "default")
     out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -482,6 +515,11 @@ def _add_recommend_parser(subparsers) -> None:
     )
     p.add_argument("-k", type=int, default=20, help="how many items (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="leave out items the run never saw (as evaluation does) instead of failing",
+    )
     p.set_defaults(func=_run_recommend)
 
 
@@ -503,14 +541,22 @@ def _run_recommend(args: argparse.Namespace) -> int:
     if item_ids.dtype.kind in "iu":
         bad = [t for t in tokens if not t.lstrip("-").isdigit()]
         if bad:
-            raise DataError(f"item id(s) {bad} are not integers; the catalogue's ids are")
+            raise DataError(
+                f"item id(s) {bad} are not integers, and this run's catalogue holds integer ids"
+            )
         raw = raw.astype(np.int64)
     index = map_item_ids(raw, item_ids)
     unknown = [t for t, i in zip(tokens, index) if i < 0]
-    if unknown:
+    if unknown and not args.skip_unknown:
         raise DataError(
-            f"item(s) {unknown} are not in the run's catalogue of {len(item_ids)} items"
+            f"item(s) {unknown} are not in the run's catalogue of {len(item_ids)} items "
+            "(--skip-unknown leaves them out)"
         )
+    if unknown:
+        print(f"left out unknown item(s) {unknown}", file=sys.stderr)
+        index = index[index >= 0]
+        if not len(index):
+            raise DataError("no item of --session is in the run's catalogue")
     k = min(args.k, len(item_ids))
     scores, top = top_k(spec, params, np.asarray(index, np.int32), k)
     top, scores = np.asarray(top), np.asarray(scores)
@@ -609,9 +655,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, UsageError, ConfigError, FileNotFoundError) as e:
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
         return EXIT_DATA_ERROR
+    except OSError as e:  # a file that cannot be read or written
+        print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_DATA_ERROR
     except TrainingError as e:
         print(f"gru-jax {args.command}: training stopped: {e}", file=sys.stderr)
         return EXIT_TRAINING_ERROR
+    except KeyboardInterrupt:
+        print(
+            f"\ngru-jax {args.command}: interrupted; for a training run, the same command "
+            "resumes from its last checkpoint",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -81,6 +81,12 @@ class Config:
             "session_order": self.session_order in ("time", "shuffle"),
             "tie_mode": self.tie_mode in ("conservative", "standard", "median"),
             "parallel": self.parallel in ("none", "pmap", "sharding", "auto"),
+            "variant": self.variant in ("reset_after", "reset_before"),
+            "cutoffs": len(self.cutoffs) > 0 and min(self.cutoffs) >= 1,
+            "eval_chunk_size": self.eval_chunk_size >= 1,
+            "sample_store": self.sample_store >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "log_every": self.log_every >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -122,14 +128,16 @@ class Config:
             text = path.read_text()
         except OSError as e:
             raise ValueError(f"{path}: cannot read the config file ({e.strerror})") from None
+        if path.suffix not in (".toml", ".json"):
+            raise ValueError(f"{path}: config files are .toml or .json, not {path.suffix!r}")
         try:
             mapping = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (ValueError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"{path}: not a valid {path.suffix[1:] or 'JSON'} config: {e}") from e
+            raise ValueError(f"{path}: not a valid {path.suffix[1:]} config: {e}") from e
         if not isinstance(mapping, dict):
             raise ValueError(f"{path}: a config file holds a mapping of config keys")
-        base = preset(mapping.pop("preset")) if "preset" in mapping else cls()
         try:
+            base = preset(mapping.pop("preset")) if "preset" in mapping else cls()
             return base.replace(**mapping)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
@@ -169,9 +177,8 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
     try:
         return type(default)(value)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"config key {key} takes a {type(default).__name__}, got {value!r}"
-        ) from None
+        kind = {"int": "an integer", "float": "a number", "str": "a string"}[type(default).__name__]
+        raise ValueError(f"config key {key} takes {kind}, got {value!r}") from None
 
 
 # Published best hyperparameters. Sources: the README table of hidasib/GRU4Rec (identical in the

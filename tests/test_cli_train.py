@@ -185,3 +185,45 @@ def test_resuming_with_another_model_config_is_refused_and_keeps_the_run(trained
     assert status == 3 and "layers: (16,) -> (24,)" in err and "new output directory" in err
     after = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.is_file()}
     assert after == before  # nothing of the earlier run was overwritten
+
+
+def test_recommend_can_skip_unknown_items(trained_run, capsys):
+    _, _, _, item_ids = load_run(trained_run)
+    known = str(int(item_ids[2]))
+    assert cli.main(["recommend", "--run", str(trained_run), "--session", known, "-k", "3",
+                     "--json"]) == 0  # fmt: skip
+    alone = json.loads(capsys.readouterr().out)
+
+    status = cli.main(["recommend", "--run", str(trained_run), "--session", f"987654,{known}",
+                       "-k", "3", "--json", "--skip-unknown"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert status == 0 and json.loads(captured.out) == alone and "987654" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "loss=bpr"], "unknown loss 'bpr'"),
+        (["train", "cell=lstm"], "unknown cell 'lstm'"),
+        (["train", "cutoffs=0"], "cutoffs"),
+        (["train", "eval_chunk_size=0"], "eval_chunk_size"),
+        (["train", "variant=x"], "variant"),
+    ],
+)
+def test_bad_config_values_fail_before_any_data_is_read(argv, message, capsys):
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "SYNTHETIC" not in captured.out
+
+
+def test_a_test_set_with_nothing_to_evaluate_fails_before_training(split_files, tmp_path, capsys):
+    train, _, _ = split_files
+    unseen = tmp_path / "unseen.tsv"
+    unseen.write_text("SessionId\tItemId\tTime\n1\t999001\t100\n1\t999002\t160\n")
+
+    status = cli.main(["train", "--format", "gru4rec", "--train", str(train), "--test",
+                       str(unseen), "--out", str(tmp_path / "run"), "--no-progress", *TINY])  # fmt: skip
+
+    assert status == 2 and "nothing to evaluate" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -296,8 +296,26 @@ def _srgnn_folder(tmp_path, train, test):
         ([[1, 2]], ([[1]], ["x"]), r"test.txt: targets must be a list of ints"),
         ([[1, 2]], ([[1], [2]], [3]), r"test.txt: 2 prefixes but 1 targets"),
         ([[1, 2]], [[[1]], [2], [3]], r"test.txt: must hold a pair"),
+        ([], ([[1]], [2]), r"all_train_seq.txt: all_train_seq is empty"),
+        ([[1, 2**70]], ([[1]], [2]), r"all_train_seq holds item id 1180591620717411303424"),
+        ([[1, 2]], ([[1]], [-(2**64)]), r"test.txt: targets holds item id"),
+        ([[1, 2]], ([[1], []], [2, 1]), r"test.txt: prefixes\[1\] is empty"),
+        ([[1, 2]], ([], []), r"test.txt: prefixes is empty"),
     ],
-    ids=["code", "dict", "set", "float", "str-target", "length", "triple"],
+    ids=[
+        "code",
+        "dict",
+        "set",
+        "float",
+        "str-target",
+        "length",
+        "triple",
+        "empty-train",
+        "huge-id",
+        "huge-target",
+        "empty-prefix",
+        "empty-test",
+    ],  # fmt: skip
 )
 def test_srgnn_pickles_holding_other_objects(tmp_path, capsys, train, test, problem):
     folder = _srgnn_folder(tmp_path / "split", train, test)
@@ -333,3 +351,47 @@ def test_csv_quoted_fields(tmp_path):
     path.write_text('session,item,time\n1,"shoe, red",10\n1,"hat ""x""",20\n')
     df = read_events("csv", path, session="session", item="item", time="time")
     assert df["item"].to_list() == ["shoe, red", 'hat "x"']
+
+
+@pytest.mark.parametrize("value, line", [("nan", 3), ("inf", 2), ("-inf", 4)])
+def test_non_finite_times_name_the_file_and_line(tmp_path, value, line):
+    rows = ["1\t10\t100", "1\t11\t160", "2\t12\t170"]
+    rows[line - 2] = rows[line - 2].rsplit("\t", 1)[0] + "\t" + value
+    path = tmp_path / "events.tsv"
+    path.write_text("SessionId\tItemId\tTime\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"events.tsv:{line}: time .* is not a finite number"):
+        read_events("gru4rec", path)
+
+
+def test_non_finite_parquet_time_names_the_row(tmp_path, events):
+    path = tmp_path / "events.parquet"
+    events.with_columns(time=pl.Series([1.0, 2.0, float("nan"), 4.0, 5.0])).write_parquet(path)
+    with pytest.raises(DataError, match=r"events.parquet: time nan .* \(row 3\)"):
+        read_events("parquet", path, session="session", item="item", time="time")
+
+
+def test_a_row_with_extra_fields_names_its_line(tmp_path):
+    path = tmp_path / "extra.tsv"
+    path.write_text("SessionId\tItemId\tTime\n1\t2\t100\n1\t3\t160\t9\n2\t4\t170\n")
+    with pytest.raises(DataError, match=r"extra.tsv:3: has 4 fields where the header has 3"):
+        read_events("gru4rec", path)
+
+
+@pytest.mark.parametrize(
+    "second_line, message",
+    [
+        (
+            '{"session": 2, "events": [{"aid": 1, "ts": "x", "type": "clicks"}]}',
+            r'otto.jsonl:2: events\[0\]\["ts"\] must be int',
+        ),
+        ('{"session": 6}', r"otto.jsonl:2: .*events"),
+        ('{"session": "s", "events": []}', r'otto.jsonl:2: "session" must be an integer'),
+    ],
+    ids=["text-ts", "no-events", "text-session"],
+)
+def test_otto_type_errors_name_the_line(tmp_path, second_line, message):
+    path = tmp_path / "otto.jsonl"
+    first = '{"session": 1, "events": [{"aid": 1, "ts": 1000, "type": "clicks"}]}'
+    path.write_text(first + "\n" + second_line + "\n")
+    with pytest.raises(DataError, match=message):
+        read_events("otto", path)

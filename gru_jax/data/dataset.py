@@ -173,22 +173,47 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
-    """Writes JSON to a temporary file beside ``path``, then renames it over ``path``."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_atomic(path: os.PathLike | str, write: Any, mode: str) -> None:
+    """Writes through ``write(file)`` to a temporary file beside ``path``, then renames it over
+    ``path``: an error never leaves a half-written file in place of a good one."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would differ from every other file
+        with os.fdopen(fd, mode) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _item_ids_for_npz(item_ids: np.ndarray) -> np.ndarray:
-    """Raw ids as a non-object array (so the file loads with allow_pickle=False)."""
+def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
+    """Writes JSON to a temporary file beside ``path``, then renames it over ``path``."""
+
+    def write(f):
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+
+    _write_atomic(path, write, "w")
+
+
+def save_array_atomic(path: os.PathLike | str, array: np.ndarray) -> None:
+    """`np.save` through a temporary file (see `write_json_atomic`); no pickled objects."""
+    _write_atomic(path, lambda f: np.save(f, array, allow_pickle=False), "wb")
+
+
+def item_ids_for_saving(item_ids: np.ndarray) -> np.ndarray:
+    """Raw ids as a non-object array (so the file loads with allow_pickle=False): object
+    arrays (mixed or string ids) become strings."""
     item_ids = np.asarray(item_ids)
     if item_ids.dtype == object:
         item_ids = item_ids.astype(str)
@@ -238,20 +263,13 @@ class Dataset:
         """
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"item_ids": _item_ids_for_npz(self.item_ids)}
+        arrays = {"item_ids": item_ids_for_saving(self.item_ids)}
         for name in _SPLITS:
             log = getattr(self, name)
             if log is not None:
                 arrays.update(log._arrays(name))
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{_ARRAYS_FILE}.", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, directory / _ARRAYS_FILE)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomic(directory / _ARRAYS_FILE, lambda f: np.savez(f, **arrays), "wb")
         meta = {"format_version": FORMAT_VERSION, "stats": self.stats, **self.summary()}
         write_json_atomic(directory / _META_FILE, meta)
 

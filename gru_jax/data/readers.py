@@ -16,6 +16,7 @@ Malformed input raises `DataError` naming the file, the line where it can be fou
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 import json
@@ -135,6 +136,21 @@ def _read_delimited(
     return df
 
 
+def _locate_field_count_error(path: pathlib.Path, separator: str) -> DataError | None:
+    """The first line whose number of fields differs from the header's (None if all agree)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter=separator)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return data_error(
+                    path,
+                    f"has {len(row)} fields where the header has {width}",
+                    line=rows.line_num,
+                )
+    return None
+
+
 def _read_delimited_as_text(path: pathlib.Path, separator: str, columns: Sequence[str]):
     try:
         df = pl.read_csv(
@@ -144,7 +160,9 @@ def _read_delimited_as_text(path: pathlib.Path, separator: str, columns: Sequenc
             infer_schema=False,
         )
     except _PL_ERRORS as e:
-        raise data_error(path, f"cannot parse ({_first_line(e)})") from None
+        raise _locate_field_count_error(path, separator) or data_error(
+            path, f"cannot parse ({_first_line(e)})"
+        ) from None
     # Ids that are all integers become int64 again; mixed ids stay strings.
     return df.with_columns(
         pl.col(c).cast(pl.Int64)
@@ -154,9 +172,19 @@ def _read_delimited_as_text(path: pathlib.Path, separator: str, columns: Sequenc
 
 
 def _time_seconds(
-    path: pathlib.Path, df: pl.DataFrame, col: str, unit: str, time_format: str | None
+    path: pathlib.Path,
+    df: pl.DataFrame,
+    col: str,
+    unit: str,
+    time_format: str | None,
+    *,
+    header_lines: bool = True,
 ) -> pl.Series:
-    """The ``col`` column as float64 Unix seconds."""
+    """The ``col`` column as float64 Unix seconds; NaN or infinite times are refused.
+
+    ``header_lines``: row r of ``df`` is line r + 2 of a text file with a header (False:
+    Parquet, where errors name the row).
+    """
     if unit not in _TIME_UNITS:
         raise ValueError(f"time_unit must be one of {sorted(_TIME_UNITS)}, got {unit!r}")
     s = df[col]
@@ -175,7 +203,16 @@ def _time_seconds(
         return (parsed.dt.epoch("us").cast(pl.Float64) / 1e6).alias("time")
     if not s.dtype.is_numeric():
         raise data_error(path, f"column {col!r} is not numeric; pass time_format for date strings")
-    return (s.cast(pl.Float64) / _TIME_UNITS[unit]).alias("time")
+    seconds = (s.cast(pl.Float64) / _TIME_UNITS[unit]).alias("time")
+    bad = seconds.is_not_null() & ~seconds.is_finite()
+    if bad.any():
+        row = int(bad.arg_max())
+        where = {"line": row + 2} if header_lines else {}  # Parquet has rows, not lines
+        problem = f"time {s[row]!r} in column {col!r} is not a finite number"
+        if not header_lines:
+            problem += f" (row {row + 1})"
+        raise data_error(path, problem, **where)
+    return seconds
 
 
 def read_csv(
@@ -353,7 +390,7 @@ def read_parquet(
             raise data_error(path, f"column {time!r} has non-numeric type {df[time].dtype}")
         out = {k: df[v].alias(k) for k, v in mapping.items() if k not in ("time", "type")}
         out["time"] = (
-            _time_seconds(path, df, time, time_unit, None)
+            _time_seconds(path, df, time, time_unit, None, header_lines=False)
             if time is not None
             else pl.Series("time", [None] * df.height, dtype=pl.Float64)
         )
@@ -388,7 +425,25 @@ def _locate_json_error(path: pathlib.Path) -> DataError:
                 return data_error(path, f"invalid JSON ({e.msg}; truncated line?)", line=i)
             if not isinstance(obj, dict) or "events" not in obj or "session" not in obj:
                 return data_error(path, 'expected an object with "session" and "events"', line=i)
+            problem = _otto_type_problem(obj)
+            if problem:
+                return data_error(path, problem, line=i)
     return data_error(path, "cannot parse as OTTO JSON Lines")
+
+
+def _otto_type_problem(obj: dict) -> str | None:
+    """What is wrong with the types of one OTTO record, if anything."""
+    if type(obj["session"]) is not int:
+        return f'"session" must be an integer, got {obj["session"]!r}'
+    if not isinstance(obj["events"], list):
+        return f'"events" must be a list, got {type(obj["events"]).__name__}'
+    for j, event in enumerate(obj["events"]):
+        if not isinstance(event, dict):
+            return f"events[{j}] is not an object"
+        for key, kind in (("aid", int), ("ts", int), ("type", str)):
+            if key in event and type(event[key]) is not kind:
+                return f'events[{j}]["{key}"] must be {kind.__name__}, got {event[key]!r}'
+    return None
 
 
 def read_otto(paths: Paths, *, event_types: Sequence[str] | None = None) -> pl.DataFrame:
@@ -415,6 +470,8 @@ def read_otto(paths: Paths, *, event_types: Sequence[str] | None = None) -> pl.D
         if missing.any():
             row = int(missing.arg_max())
             cols = [c for c in df.columns if df[c][row] is None]
+            if set(cols) >= {"aid", "ts", "type"}:  # no event at all: the list is missing/empty
+                cols = ["events (or it is empty)"]
             raise data_error(path, f"missing field(s) {cols}", line=int(df["line"][row]))
         df = df.select(
             pl.col("session"),
@@ -470,15 +527,27 @@ def _is_int(x: object) -> bool:
 def _check_sequences(path: pathlib.Path, obj: object, what: str) -> list[list[int]]:
     if not isinstance(obj, (list, tuple)):
         raise data_error(path, f"{what} must be a list of item-id lists, got {type(obj).__name__}")
+    if not obj:
+        raise data_error(path, f"{what} is empty")
     # One pass over the types in C; the slow loop only runs to name the offending entry.
     if set(map(type, obj)) <= {list, tuple} and set(
         map(type, itertools.chain.from_iterable(obj))
     ) <= {int}:
+        _check_id_range(path, itertools.chain.from_iterable(obj), what)
         return obj  # type: ignore[return-value]
     for i, seq in enumerate(obj):
         if not isinstance(seq, (list, tuple)) or not all(map(_is_int, seq)):
             raise data_error(path, f"{what}[{i}] is not a list of ints")
     raise AssertionError("unreachable")
+
+
+def _check_id_range(path: pathlib.Path, ids, what: str) -> None:
+    """Item ids must fit int64 (pickles hold Python ints of any size)."""
+    ids = list(ids)
+    low, high = min(ids, default=0), max(ids, default=0)
+    if low < -(2**63) or high >= 2**63:
+        bad = high if high >= 2**63 else low
+        raise data_error(path, f"{what} holds item id {bad}, which does not fit in 64 bits")
 
 
 def read_srgnn_split(
@@ -506,9 +575,13 @@ def read_srgnn_split(
     if not isinstance(test, (list, tuple)) or len(test) != 2:
         raise data_error(test_path, "must hold a pair (list of prefixes, list of targets)")
     prefixes = _check_sequences(test_path, test[0], "prefixes")
+    empty = next((i for i, prefix in enumerate(prefixes) if not prefix), None)
+    if empty is not None:
+        raise data_error(test_path, f"prefixes[{empty}] is empty: nothing to predict from")
     targets = test[1]
     if not isinstance(targets, (list, tuple)) or not all(map(_is_int, targets)):
         raise data_error(test_path, "targets must be a list of ints")
+    _check_id_range(test_path, targets, "targets")
     if len(prefixes) != len(targets):
         raise data_error(test_path, f"{len(prefixes)} prefixes but {len(targets)} targets")
     return list(train), list(prefixes), list(targets)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gru_jax import metrics
-from gru_jax.data import SessionLog, SessionParallelIterator
+from gru_jax.data import DataError, SessionLog, SessionParallelIterator
 from gru_jax.train.functional import ModelSpec, split_tables
 from gru_jax.train.step import reset_carry
 
@@ -46,6 +46,18 @@ def drop_unseen(log: SessionLog) -> CleanLog:
         predict=None if log.predict is None else log.predict[keep],
     )
     return CleanLog(cleaned, int((log.items < 0).sum()), int(log.n_sessions - alive.sum()))
+
+
+def check_evaluable(log: SessionLog) -> CleanLog:
+    """The log without unseen items; raises `DataError` if no prediction point is left."""
+    clean = drop_unseen(log)
+    if clean.log.n_sessions == 0 or not clean.log.prediction_mask().any():
+        raise DataError(
+            f"the test set has nothing to evaluate: {log.n_sessions} sessions, "
+            f"{clean.n_unseen_events} events of items unseen in training; after dropping "
+            "those, no session has 2 or more known items with a prediction point"
+        )
+    return clean
 
 
 def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, chunk_size: int):
@@ -102,9 +114,7 @@ class Evaluator:
         )
 
     def __call__(self, params: dict, log: SessionLog) -> dict:
-        clean = drop_unseen(log)
-        if clean.log.n_sessions == 0:
-            raise ValueError("the test set has no session with 2 or more known items to evaluate")
+        clean = check_evaluable(log)
         # Sessions are independent here (zero carry at each start, metrics are sums), so the
         # order is free: longest first, and no more rows than keep busy until the longest
         # session ends. Fixed shapes make a padded row cost as much as a busy one.

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -32,13 +33,13 @@ from tqdm.auto import tqdm
 
 from gru_jax.config import Config
 from gru_jax.data import Dataset, NegativeSampler, SessionParallelIterator
-from gru_jax.data.dataset import write_json_atomic
+from gru_jax.data.dataset import item_ids_for_saving, save_array_atomic, write_json_atomic
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
 from gru_jax.optim import make_optimizer
 from gru_jax.train import parallel
 from gru_jax.train.checkpoint import Checkpoints
-from gru_jax.train.evaluate import evaluate
+from gru_jax.train.evaluate import check_evaluable, evaluate
 from gru_jax.train.functional import ModelSpec
 from gru_jax.train.step import TrainState, make_train_step
 
@@ -196,11 +197,22 @@ RESUMABLE_CHANGES = frozenset(
 )  # fmt: skip
 
 
-def _check_resumable(out: pathlib.Path, config: Config) -> None:
-    """Refuses to resume a run directory whose checkpoints come from another config."""
+def _check_resumable(out: pathlib.Path, config: Config, item_ids: np.ndarray) -> None:
+    """Refuses to resume a run directory whose checkpoints come from another config or data."""
     saved = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out} exists and is not a directory; give a run directory")
     if not (saved.is_file() and (out / "checkpoints").is_dir()):
         return
+    items_file = out / "items.npy"
+    if items_file.is_file():
+        before_items = np.load(items_file, allow_pickle=False)
+        if before_items.shape != item_ids.shape or not np.array_equal(before_items, item_ids):
+            raise TrainingError(
+                f"{out} holds checkpoints of a run on other data ({len(before_items)} items, "
+                f"now {len(item_ids)}); rerun on the same data to resume it, or give a new "
+                "output directory"
+            )
     try:
         before = Config().replace(**json.loads(saved.read_text())["config"])
     except (ValueError, KeyError, TypeError) as e:
@@ -216,6 +228,28 @@ def _check_resumable(out: pathlib.Path, config: Config) -> None:
             f"{out} holds checkpoints of a run with another config ({listed}); rerun with the "
             "same settings to resume it, or give a new output directory"
         )
+
+
+def _kept_checkpoint(checkpoints: Checkpoints | None) -> str:
+    if checkpoints is None:
+        return "nothing was saved (no run directory)"
+    if checkpoints.latest() is None:
+        return f"no checkpoint had been written yet in {checkpoints.directory}"
+    return (
+        f"the last good checkpoint (step {checkpoints.latest()}) is kept in {checkpoints.directory}"
+    )
+
+
+def _truncate_metrics(path: pathlib.Path, step: int) -> None:
+    """Drops the metrics lines of steps after ``step`` (they are about to be logged again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
 
 
 def train(
@@ -242,14 +276,17 @@ def train(
     """
     out = pathlib.Path(out_dir) if out_dir is not None else None
     is_writer = jax.process_index() == 0
+    if evaluate_test and dataset.test is not None:
+        check_evaluable(dataset.test)  # before training, not after it
+    item_ids = item_ids_for_saving(dataset.item_ids)
     if out is not None:
-        _check_resumable(out, config)  # before anything of the earlier run is overwritten
+        _check_resumable(out, config, item_ids)  # before anything of the earlier run is replaced
     if out is not None and is_writer:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
         )
-        np.save(out / "items.npy", np.asarray(dataset.item_ids))
+        save_array_atomic(out / "items.npy", item_ids)
 
     run = setup(config, dataset)
     spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
@@ -267,7 +304,7 @@ def train(
         )
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
-    earlier_seconds = 0.0
+    earlier_seconds, resumed_totals = 0.0, (0.0, 0)
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     if checkpoints is not None and checkpoints.latest() is not None:
         # Checkpoints hold global arrays: one written with N devices restores with M.
@@ -275,7 +312,10 @@ def train(
         state = par.from_restored(state)
         position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
         earlier_seconds = float(meta.get("train_seconds", 0.0))  # of the interrupted runs
+        resumed_totals = (float(meta.get("epoch_loss_sum", 0.0)), int(meta.get("epoch_rows", 0)))
         sampler.restore(meta["sampler"])
+        if is_writer:  # lines logged after the checkpoint are logged again by this run
+            _truncate_metrics(out / "metrics.jsonl", par.step_count(state))
         log.info(
             "resuming from checkpoint %s (epoch %d, dispatch %d)",
             checkpoints.latest(),
@@ -310,6 +350,10 @@ def train(
                 "dispatch": dispatch,
                 "sampler": sampler.state(),
                 "train_seconds": earlier_seconds + seconds,  # so a resumed run's total is right
+                # The epoch's running loss, so a run resumed mid-epoch logs what an
+                # uninterrupted one logs.
+                "epoch_loss_sum": totals["loss"] if dispatch else 0.0,
+                "epoch_rows": totals["rows"] if dispatch else 0,
             }
             checkpoints.save(number, par.checkpoint_state(state), meta)
 
@@ -320,7 +364,10 @@ def train(
             start = position["dispatch"] if epoch == position["epoch"] else 0
             if start == 0:  # every hidden state is zero at the start of an epoch
                 state = par.zero_carry(state)
-            epoch_loss, epoch_rows, epoch_events = 0.0, 0, 0
+            totals = {"loss": 0.0, "rows": 0}  # the epoch's loss sum and active rows so far
+            if start:
+                totals = {"loss": resumed_totals[0], "rows": resumed_totals[1]}
+            epoch_events = 0
             t_epoch = time.perf_counter()
             for dispatch, batch in enumerate(iterator.epoch(epoch, start), start=start):
                 negatives = sampler.take(steps)
@@ -331,13 +378,12 @@ def train(
                     bad = int(np.flatnonzero(~np.isfinite(losses))[0])
                     raise TrainingError(
                         f"non-finite loss {losses[bad]} at epoch {epoch + 1}, dispatch "
-                        f"{dispatch + 1}, step {par.step_count(state) - steps + bad + 1}; the last good "
-                        f"checkpoint is kept"
-                        + (f" in {checkpoints.directory}" if checkpoints else "")
+                        f"{dispatch + 1}, step {par.step_count(state) - steps + bad + 1}; "
+                        + _kept_checkpoint(checkpoints)
                     )
                 # The loss of a step is normalised by B; weight steps by their active rows.
-                epoch_loss += float(np.sum(losses * config.batch_size))
-                epoch_rows += int(rows.sum())
+                totals["loss"] += float(np.sum(losses * config.batch_size))
+                totals["rows"] += int(rows.sum())
                 epoch_events += int(rows.sum())
                 ran += 1
                 bar.update(1)
@@ -347,7 +393,7 @@ def train(
                         "epoch": epoch + 1,
                         "dispatch": dispatch + 1,
                         "step": par.step_count(state),
-                        "loss": epoch_loss / max(epoch_rows, 1),
+                        "loss": totals["loss"] / max(totals["rows"], 1),
                         "events_per_second": epoch_events / max(elapsed, 1e-9),
                     }
                     bar.set_postfix(
@@ -369,7 +415,7 @@ def train(
                     "epoch": epoch + 1,
                     "step": par.step_count(state),
                     "epoch_end": True,
-                    "loss": epoch_loss / max(epoch_rows, 1),
+                    "loss": totals["loss"] / max(totals["rows"], 1),
                     "epoch_seconds": epoch_seconds,
                     "train_events_per_second": n_train_events / epoch_seconds,
                 }
@@ -377,7 +423,7 @@ def train(
             log.info(
                 "epoch %d: loss %.4f, %.1f s, %.0f train events/s",
                 epoch + 1,
-                epoch_loss / max(epoch_rows, 1),
+                totals["loss"] / max(totals["rows"], 1),
                 epoch_seconds,
                 n_train_events / epoch_seconds,
             )

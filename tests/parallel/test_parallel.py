@@ -265,14 +265,16 @@ def test_nan_guard_and_reproducible_dropout_under_both_modes(tmp_path):
     # Given finished 1-epoch runs in each mode, then a second epoch whose loss is NaN,
     # and two pmap runs with dropout and the same seed
     finish = [
-        {"name": f"clean-{m}", "config": {"parallel": m}, "out_dir": str(tmp_path / m)}
+        {"name": f"clean-{m}", "config": {"parallel": m, "loss": "test-nan"},
+         "out_dir": str(tmp_path / m)}
         for m in ("pmap", "sharding")
-    ]
+    ]  # fmt: skip
     poison = [
         {
             "name": f"nan-{m}",
             "config": {"parallel": m, "loss": "test-nan", "n_epochs": 2},
             "out_dir": str(tmp_path / m),
+            "poison": True,
         }
         for m in ("pmap", "sharding")
     ]
@@ -287,7 +289,8 @@ def test_nan_guard_and_reproducible_dropout_under_both_modes(tmp_path):
     for mode in ("pmap", "sharding"):
         message = (tmp_path / f"nan-{mode}.error").read_text()
         assert "non-finite loss nan at epoch 2, dispatch 1" in message, mode
-        records = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").open()]
+        lines = (tmp_path / mode / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
         epoch_end = [r["step"] for r in records if r.get("epoch_end")]
         steps = sorted(int(p.name) for p in (tmp_path / mode / "checkpoints").iterdir())
         assert len(epoch_end) == 1 and steps[-1] == epoch_end[0], mode

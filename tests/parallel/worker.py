@@ -10,7 +10,8 @@ SPEC holds ``cpu_devices``, optionally ``coordinator``/``num_processes``/``proce
 ``runs``: a list of {"name", "config" (overrides), "out_dir", "stop_after_dispatches",
 "evaluate"}. Each run writes NAME.npz (the final parameters, flattened) and NAME.json (its
 results) into ``SPEC["output"]``, on process 0 only; a run stopped by a `TrainingError` writes
-NAME.error (its message) instead. The loss "test-nan" is NaN at every step.
+NAME.error (its message) instead. The loss "test-nan" is cross-entropy, or NaN at every step in
+runs with ``"poison": true``.
 """
 
 from __future__ import annotations
@@ -76,14 +77,16 @@ def main(spec_path: str) -> None:
     from gru_jax.losses import LOSSES
     from gru_jax.train.loop import TrainingError
 
-    def poisoned(scores, row_mask, *, log_q=None, row_offset=None):
+    def poisoned(scores, row_mask, *, log_q=None, row_offset=None, **hyper):
         return jnp.sum(scores) * jnp.nan
 
-    LOSSES.register("test-nan", poisoned, overwrite=True)
+    clean = LOSSES.get("cross-entropy")
 
     output = pathlib.Path(spec["output"])
     dataset = tiny_dataset(**spec.get("dataset", {}))
     for run in spec["runs"]:
+        # "test-nan" is cross-entropy until a run asks for it poisoned (NaN at every step).
+        LOSSES.register("test-nan", poisoned if run.get("poison") else clean, overwrite=True)
         config = Config().replace(**{**TINY, **run.get("config", {})})
         try:
             result = train(

@@ -81,22 +81,45 @@ def test_same_seed_same_result_and_other_seed_differs(dataset):
 
 def test_resume_matches_an_uninterrupted_run(dataset, tmp_path):
     config = CONFIG.replace(checkpoint_every=2)
-    whole = train(config, dataset, progress=False)
-    first = train(config, dataset, tmp_path, progress=False, stop_after_dispatches=5)
+    whole = train(config, dataset, tmp_path / "whole", progress=False)
+    first = train(config, dataset, tmp_path / "run", progress=False, stop_after_dispatches=5)
     assert first.results == {"interrupted": True}
-    resumed = train(config, dataset, tmp_path, progress=False)
+    resumed = train(config, dataset, tmp_path / "run", progress=False)
     _assert_same_params(resumed.params, whole.params)
     assert resumed.results["mrr@20"] == whole.results["mrr@20"]
 
+    # The metrics log reads as one run: the lines logged after the checkpoint are not doubled.
+    def logged(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [
+            (r["epoch"], r.get("dispatch"), r["step"], r["loss"]) for r in map(json.loads, lines)
+        ]
+
+    assert logged("run") == logged("whole")
+
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(dataset, tmp_path):
-    train(CONFIG.replace(n_epochs=1), dataset, tmp_path, progress=False)
+    # Given one clean epoch under a loss name that turns NaN afterwards
+    LOSSES.register("test-nan", LOSSES.get(CONFIG.loss), overwrite=True)
+    config = CONFIG.replace(loss="test-nan")
+    train(config.replace(n_epochs=1), dataset, tmp_path, progress=False)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
 
-    def poisoned(scores, row_mask, *, log_q=None):
+    def poisoned(scores, row_mask, *, log_q=None, **hyper):
         return jnp.sum(scores) * jnp.nan
 
     LOSSES.register("test-nan", poisoned, overwrite=True)
+
+    # When the run goes on, Then it stops naming the step and keeps the epoch-1 checkpoint
     with pytest.raises(TrainingError, match=r"non-finite loss nan at epoch 2, dispatch 1, step"):
-        train(CONFIG.replace(loss="test-nan"), dataset, tmp_path, progress=False)
+        train(config, dataset, tmp_path, progress=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
+
+
+def test_non_finite_loss_before_any_checkpoint_says_so(dataset, tmp_path):
+    def poisoned(scores, row_mask, *, log_q=None, **hyper):
+        return jnp.sum(scores) * jnp.nan
+
+    LOSSES.register("test-nan-now", poisoned, overwrite=True)
+    with pytest.raises(TrainingError, match="no checkpoint had been written yet"):
+        train(CONFIG.replace(loss="test-nan-now"), dataset, tmp_path, progress=False)
