@@ -7,6 +7,7 @@ with the ratio; ``experiments/RESULTS.md`` records what it measured.
 
     python experiments/official_parity.py                 # about 25 minutes on 2 CPU cores
     python experiments/official_parity.py --only diginetica --epochs 1   # a quick look
+    python experiments/official_parity.py --seed 1        # another seed, into runs/...-seed1
 
 RetailRocket is trained once and evaluated under both test protocols (the training data is
 the same): whole test sessions, and only the published (prefix, target) pairs.
@@ -39,9 +40,11 @@ RUNS = {
 }
 
 
-def run_one(name: str, data_root: pathlib.Path, out_root: pathlib.Path, epochs: int) -> list[dict]:
+def run_one(
+    name: str, data_root: pathlib.Path, out_root: pathlib.Path, epochs: int, seed: int
+) -> list[dict]:
     folder, protocols = RUNS[name]
-    config = preset("retailrocket").replace(n_epochs=epochs)
+    config = preset("retailrocket").replace(n_epochs=epochs, seed=seed)
     dataset = load_dataset("srgnn", data_root / folder, test_protocol=protocols[0])
     result = train(
         config,
@@ -71,6 +74,7 @@ def run_one(name: str, data_root: pathlib.Path, out_root: pathlib.Path, epochs: 
                 "split": folder,
                 "protocol": protocol,
                 "epochs": epochs,
+                "seed": seed,
                 **{k: metrics[k] for k in metrics if "@" in k or k.startswith("n_test")},
                 "eval_seconds": metrics["eval_seconds"],
                 "train_seconds": result.results["train_seconds"],
@@ -111,11 +115,14 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs/official_parity")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", choices=tuple(RUNS), action="append")
+    parser.add_argument("--seed", type=int, default=42, help="init, dropout and sampling seed")
     args = parser.parse_args()
+    if args.seed != 42:
+        args.out = args.out.with_name(f"{args.out.name}-seed{args.seed}")
 
     rows = []
     for name in args.only or RUNS:
-        rows += run_one(name, args.data_root, args.out, args.epochs)
+        rows += run_one(name, args.data_root, args.out, args.epochs, args.seed)
     table = markdown(rows)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
