@@ -643,13 +643,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        del value
+
+
+def _log_to_stderr() -> None:
+    """gru_jax's INFO lines (devices, parameters, epochs, resume) to stderr, once.
+
+    Not `logging.basicConfig`: JAX's absl logging may already own the root logger.
+    """
+    logger = logging.getLogger("gru_jax")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gru-jax``; returns the exit status."""
     from gru_jax.data import DataError
     from gru_jax.train.loop import TrainingError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     try:
         return int(args.func(args) or 0)
     except (DataError, UsageError, ConfigError, FileNotFoundError) as e:
