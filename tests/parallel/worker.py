@@ -69,13 +69,11 @@ def main(spec_path: str) -> None:
 
     jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
 
-    from gru_jax.config import Config
-    from gru_jax.train.loop import train
-
     import jax.numpy as jnp
 
+    from gru_jax.config import Config
     from gru_jax.losses import LOSSES
-    from gru_jax.train.loop import TrainingError
+    from gru_jax.train.loop import TrainingError, train
 
     def poisoned(scores, row_mask, *, log_q=None, row_offset=None, **hyper):
         return jnp.sum(scores) * jnp.nan
