@@ -16,6 +16,7 @@ Data and usage errors print one clear line to stderr and exit with status 2 (no 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import pathlib
@@ -320,6 +321,14 @@ def _check_names(config) -> None:
         name = getattr(config, key)
         if name not in registry:
             raise ConfigError(f"unknown {key} {name!r}; known: {', '.join(registry.names())}")
+    if config.parallel == "pmap":
+        import inspect
+
+        if "row_offset" not in inspect.signature(LOSSES.get(config.loss)).parameters:
+            raise ConfigError(
+                f"loss {config.loss!r} takes no row_offset, which --parallel pmap needs (each "
+                "device scores a slice of the rows); use --parallel sharding"
+            )
 
 
 def _check_devices(config) -> None:
@@ -359,19 +368,44 @@ def _load_training_data(args: argparse.Namespace):
     if args.format == "srgnn":
         if args.test:
             raise UsageError("srgnn: --train is the split's folder, which holds the test set")
+        _refuse_recipe_flags(args, "an srgnn split is used as published")
         description["test_protocol"] = args.test_protocol
         return load_dataset("srgnn", args.train, test_protocol=args.test_protocol), description
     options = _reader_options(args)
     if args.test:
+        _refuse_recipe_flags(args, "files given with --test are used as they are")
         return dataset_from_files(args.format, args.train, args.test, **options), description
     return load_dataset(args.format, args.train, config=_config(args), **options), description
+
+
+def _refuse_recipe_flags(args: argparse.Namespace, why: str) -> None:
+    """The recipe's flags only apply where the recipe runs: refuse them instead of ignoring."""
+    from gru_jax.data import PreprocessConfig
+
+    given = _config(args)
+    default = dataclasses.replace(PreprocessConfig(), split=given.split)
+    changed = [
+        "--" + f.name.replace("_", "-")
+        for f in dataclasses.fields(PreprocessConfig)
+        if getattr(given, f.name) != getattr(default, f.name)
+    ]
+    if changed:
+        raise UsageError(
+            f"{', '.join(changed)}: the preprocessing recipe does not run here ({why}); run "
+            "`gru-jax preprocess` on the raw log and train with --data, or leave out --test"
+        )
 
 
 def _run_train(args: argparse.Namespace) -> int:
     _split_overrides(args)
     from gru_jax.train import parallel
 
-    mode = parallel.setup_parallel(args)  # before anything touches a device
+    try:
+        mode = parallel.setup_parallel(args)  # before anything touches a device
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if mode is None and args.cpu_devices and args.cpu_devices > 1:
+        mode = "auto"  # asking for several devices means using them
     if mode is not None:
         args.parallel = mode
     have_data = bool(args.train or args.data)
@@ -477,6 +511,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from gru_jax.train.evaluate import evaluate
     from gru_jax.train.loop import load_run
 
+    if args.out and not pathlib.Path(args.out).absolute().parent.is_dir():
+        raise UsageError(
+            f"--out {args.out}: the folder {pathlib.Path(args.out).parent} does not exist"
+        )
+    if args.format == "sequences":
+        raise UsageError(
+            "sequences are split leave-one-out: `gru-jax preprocess --format sequences` the file, "
+            "then evaluate with --data"
+        )
     config, spec, params, item_ids = load_run(args.run)
     log = _load_test_log(args, item_ids)
     t0 = time.perf_counter()

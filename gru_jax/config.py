@@ -67,7 +67,8 @@ class Config:
         checks = {
             "batch_size": self.batch_size >= 1,
             "n_sample": self.n_sample >= 0,
-            "n_epochs": self.n_epochs >= 0,
+            "n_epochs": self.n_epochs >= 1,
+            "seed": 0 <= self.seed < 2**32,
             "steps_per_dispatch": self.steps_per_dispatch >= 1,
             "learning_rate": self.learning_rate > 0,
             "momentum": 0 <= self.momentum < 1,
@@ -160,7 +161,7 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
         elif isinstance(value, int):
             value = [value]
         try:
-            return tuple(int(v) for v in value)
+            return tuple(_integer(v) for v in value)
         except (TypeError, ValueError):
             raise ValueError(
                 f"config key {key} takes integers like 100/100, got {value!r}"
@@ -175,10 +176,26 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
     if key == "embedding" and value == "layersize":
         return int(config.layers[0])
     try:
-        return type(default)(value)
+        return _integer(value) if isinstance(default, int) else type(default)(value)
     except (TypeError, ValueError):
         kind = {"int": "an integer", "float": "a number", "str": "a string"}[type(default).__name__]
         raise ValueError(f"config key {key} takes {kind}, got {value!r}") from None
+
+
+def _integer(value: Any) -> int:
+    """An int from an int, an integer-valued float or a digit string; anything else is refused
+    (a file's 1.7 or true must not become 1)."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value} is not an integer")
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"{value!r} is not an integer")
 
 
 # Published best hyperparameters. Sources: the README table of hidasib/GRU4Rec (identical in the

@@ -227,3 +227,11 @@ def test_a_test_set_with_nothing_to_evaluate_fails_before_training(split_files, 
 
     assert status == 2 and "nothing to evaluate" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_recipe_flags_with_given_test_files_are_refused(split_files, tmp_path, capsys):
+    train, test, _ = split_files
+    status = cli.main(["train", "--format", "gru4rec", "--train", str(train), "--test",
+                       str(test), "--dedupe", "--out", str(tmp_path / "r"), *TINY])  # fmt: skip
+    assert status == 2 and "--dedupe" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -429,6 +429,8 @@ def dataset_from_pairs(
     if test_protocol not in ("pairs", "sessions"):
         raise ValueError(f"test_protocol must be 'pairs' or 'sessions', got {test_protocol!r}")
     train_flat, train_offsets = _concat_sessions(train)
+    if not len(train_flat):
+        raise DataError("the training sessions of the split hold no items")
     item_ids = np.unique(train_flat)
 
     if test_protocol == "pairs":

@@ -32,7 +32,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from gru_jax.config import Config
-from gru_jax.data import Dataset, NegativeSampler, SessionParallelIterator
+from gru_jax.data import DataError, Dataset, NegativeSampler, SessionParallelIterator
 from gru_jax.data.dataset import item_ids_for_saving, save_array_atomic, write_json_atomic
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
@@ -202,8 +202,9 @@ def _check_resumable(out: pathlib.Path, config: Config, item_ids: np.ndarray) ->
     saved = out / "config.json"
     if out.exists() and not out.is_dir():
         raise TrainingError(f"{out} exists and is not a directory; give a run directory")
-    if not (saved.is_file() and (out / "checkpoints").is_dir()):
-        return
+    ckpt = out / "checkpoints"
+    if not (saved.is_file() and ckpt.is_dir() and any(ckpt.iterdir())):
+        return  # nothing to resume (e.g. a run stopped by a NaN before its first checkpoint)
     items_file = out / "items.npy"
     if items_file.is_file():
         before_items = np.load(items_file, allow_pickle=False)
@@ -276,17 +277,16 @@ def train(
     """
     out = pathlib.Path(out_dir) if out_dir is not None else None
     is_writer = jax.process_index() == 0
+    if not np.any(dataset.train.lengths >= 2):
+        raise DataError(
+            f"the training split has no session with 2 or more events ({dataset.train.n_sessions}"
+            f" sessions, {dataset.train.n_events} events): nothing to learn from"
+        )
     if evaluate_test and dataset.test is not None:
         check_evaluable(dataset.test)  # before training, not after it
     item_ids = item_ids_for_saving(dataset.item_ids)
     if out is not None:
         _check_resumable(out, config, item_ids)  # before anything of the earlier run is replaced
-    if out is not None and is_writer:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
-        )
-        save_array_atomic(out / "items.npy", item_ids)
 
     run = setup(config, dataset)
     spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
@@ -305,6 +305,8 @@ def train(
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds, resumed_totals = 0.0, (0.0, 0)
+    if out is not None and is_writer:
+        out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     if checkpoints is not None and checkpoints.latest() is not None:
         # Checkpoints hold global arrays: one written with N devices restores with M.
@@ -324,6 +326,19 @@ def train(
         )
     else:
         state = par.place_state(state)
+    if position["epoch"] > config.n_epochs or (
+        position["epoch"] == config.n_epochs and position["dispatch"] > 0
+    ):
+        raise TrainingError(
+            f"{out} was already trained past epoch {config.n_epochs} (its checkpoint is at epoch "
+            f"{position['epoch']}, dispatch {position['dispatch']}); ask for at least "
+            f"n_epochs={position['epoch'] + (position['dispatch'] > 0)}, or use a new directory"
+        )
+    if out is not None and is_writer:  # only now: every check that may refuse the run is done
+        write_json_atomic(
+            out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
+        )
+        save_array_atomic(out / "items.npy", item_ids)
     if par.mode != "none":
         log.info("data parallel: %s", par.describe())
 
@@ -410,6 +425,10 @@ def train(
             epoch_seconds = time.perf_counter() - t_epoch
             train_seconds += epoch_seconds
             save(epoch + 1, 0, train_seconds)
+            # Training-file events of the part of the epoch this call ran (all of it unless the
+            # run resumed mid-epoch), as GRU4Rec counts speed.
+            share = 1.0 if start == 0 else epoch_events / max(iterator.num_targets, 1)
+            rate = n_train_events * share / epoch_seconds
             logger.write(
                 {
                     "epoch": epoch + 1,
@@ -417,7 +436,8 @@ def train(
                     "epoch_end": True,
                     "loss": totals["loss"] / max(totals["rows"], 1),
                     "epoch_seconds": epoch_seconds,
-                    "train_events_per_second": n_train_events / epoch_seconds,
+                    "train_events_per_second": rate,
+                    **({"resumed_mid_epoch": True} if start else {}),
                 }
             )
             log.info(
@@ -425,7 +445,7 @@ def train(
                 epoch + 1,
                 totals["loss"] / max(totals["rows"], 1),
                 epoch_seconds,
-                n_train_events / epoch_seconds,
+                rate,
             )
     finally:
         bar.close()

@@ -123,3 +123,19 @@ def test_non_finite_loss_before_any_checkpoint_says_so(dataset, tmp_path):
     LOSSES.register("test-nan-now", poisoned, overwrite=True)
     with pytest.raises(TrainingError, match="no checkpoint had been written yet"):
         train(CONFIG.replace(loss="test-nan-now"), dataset, tmp_path, progress=False)
+
+
+def test_asking_for_fewer_epochs_than_a_run_already_trained_is_refused(dataset, tmp_path):
+    train(CONFIG.replace(n_epochs=2), dataset, tmp_path, progress=False)
+    results = (tmp_path / "results.json").read_bytes()
+    with pytest.raises(TrainingError, match="already trained past epoch 1"):
+        train(CONFIG.replace(n_epochs=1), dataset, tmp_path, progress=False)
+    assert (tmp_path / "results.json").read_bytes() == results
+
+
+def test_a_training_split_without_pairs_is_refused(tmp_path):
+    from gru_jax.data import DataError, Dataset, SessionLog
+
+    singles = SessionLog.from_sessions([[0], [1], [2]])
+    with pytest.raises(DataError, match="nothing to learn from"):
+        train(CONFIG, Dataset(singles, None, None, np.arange(3)), tmp_path, progress=False)
