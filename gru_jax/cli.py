@@ -373,7 +373,11 @@ def _load_training_data(args: argparse.Namespace):
         return load_dataset("srgnn", args.train, test_protocol=args.test_protocol), description
     options = _reader_options(args)
     if args.test:
-        _refuse_recipe_flags(args, "files given with --test are used as they are")
+        _refuse_recipe_flags(
+            args,
+            "files given with --test are used as they are; to filter them, `gru-jax preprocess` "
+            "the raw log and train with --data, or leave out --test",
+        )
         return dataset_from_files(args.format, args.train, args.test, **options), description
     return load_dataset(args.format, args.train, config=_config(args), **options), description
 
@@ -391,8 +395,7 @@ def _refuse_recipe_flags(args: argparse.Namespace, why: str) -> None:
     ]
     if changed:
         raise UsageError(
-            f"{', '.join(changed)}: the preprocessing recipe does not run here ({why}); run "
-            "`gru-jax preprocess` on the raw log and train with --data, or leave out --test"
+            f"{', '.join(changed)}: the preprocessing recipe does not run here ({why})"
         )
 
 
