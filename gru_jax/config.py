@@ -14,6 +14,8 @@ import pathlib
 import tomllib
 from typing import Any
 
+from gru_jax.nn.functional import VARIANTS
+
 
 def _field(default: Any, help: str, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
@@ -82,7 +84,7 @@ class Config:
             "session_order": self.session_order in ("time", "shuffle"),
             "tie_mode": self.tie_mode in ("conservative", "standard", "median"),
             "parallel": self.parallel in ("none", "pmap", "sharding", "auto"),
-            "variant": self.variant in ("reset_after", "reset_before"),
+            "variant": self.variant in VARIANTS,
             "cutoffs": len(self.cutoffs) > 0 and min(self.cutoffs) >= 1,
             "eval_chunk_size": self.eval_chunk_size >= 1,
             "sample_store": self.sample_store >= 1,

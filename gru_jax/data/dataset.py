@@ -173,10 +173,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import
     os.umask(mask)
     return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give; mkstemp gives 0600
 
 
 def _write_atomic(path: os.PathLike | str, write: Any, mode: str) -> None:
@@ -187,7 +190,7 @@ def _write_atomic(path: os.PathLike | str, write: Any, mode: str) -> None:
         raise IsADirectoryError(f"{path} is a directory, not a file to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would differ from every other file
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)
@@ -204,6 +207,11 @@ def write_json_atomic(path: os.PathLike | str, obj: Any) -> None:
         f.write("\n")
 
     _write_atomic(path, write, "w")
+
+
+def write_text_atomic(path: os.PathLike | str, text: str) -> None:
+    """Text through a temporary file (see `write_json_atomic`)."""
+    _write_atomic(path, lambda f: f.write(text), "w")
 
 
 def save_array_atomic(path: os.PathLike | str, array: np.ndarray) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from gru_jax.data.dataset import DataError, Dataset, SessionLog
+from gru_jax.data.dataset import DataError, Dataset, SessionLog, map_item_ids
 from gru_jax.data.readers import Paths, chain_test_pairs, read_events, read_srgnn_split
 
 DAY = 86_400.0
@@ -443,12 +443,7 @@ def dataset_from_pairs(
         flat, offsets = _append_targets([prefixes[i] for i in first], [targets[i] for i in first])
         predict = None  # every event but each session's first
 
-    def dense(raw: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(item_ids, raw)
-        idx_c = np.minimum(idx, len(item_ids) - 1)
-        return np.where(item_ids[idx_c] == raw, idx_c, -1)
-
-    test = SessionLog(dense(flat), offsets, None, predict)
+    test = SessionLog(map_item_ids(flat, item_ids), offsets, None, predict)
     stats = {
         "test_protocol": test_protocol,
         "n_test_pairs": len(targets),
@@ -456,7 +451,7 @@ def dataset_from_pairs(
         "n_test_unseen_events": int((test.items < 0).sum()),
     }
     dataset = Dataset(
-        train=SessionLog(dense(train_flat), train_offsets),
+        train=SessionLog(map_item_ids(train_flat, item_ids), train_offsets),
         test=test,
         valid=None,
         item_ids=item_ids,

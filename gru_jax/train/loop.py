@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import math
-import os
 import pathlib
 import time
 from typing import Any
@@ -33,7 +32,12 @@ from tqdm.auto import tqdm
 
 from gru_jax.config import Config
 from gru_jax.data import DataError, Dataset, NegativeSampler, SessionParallelIterator
-from gru_jax.data.dataset import item_ids_for_saving, save_array_atomic, write_json_atomic
+from gru_jax.data.dataset import (
+    item_ids_for_saving,
+    save_array_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
 from gru_jax.optim import make_optimizer
@@ -147,10 +151,25 @@ def setup(config: Config, dataset: Dataset) -> Setup:
         store_size=config.sample_store,
         seed=config.seed,
     )
-    state = TrainState(
-        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
-    )
+    state = initial_state(config, model, params, tx)
     return Setup(spec, tx, par, iterator, sampler, par.place_supports(supports), state)
+
+
+def initial_state(config: Config, model: GRU4Rec, params: dict, tx) -> TrainState:
+    """Step 0: the initial parameters, a fresh optimizer state, zero carries."""
+    carry = model.initial_carry(config.batch_size)
+    return TrainState(params, tx.init(params), carry, jnp.zeros((), jnp.int32))
+
+
+def read_run_config(run_dir: pathlib.Path) -> Config:
+    """The config a run directory was trained with (its config.json)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a gru-jax run directory (no config.json)")
+    try:
+        return Config().replace(**json.loads(path.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrainingError(f"{path} is not a gru-jax run config ({e})") from None
 
 
 @dataclasses.dataclass
@@ -208,16 +227,13 @@ def _check_resumable(out: pathlib.Path, config: Config, item_ids: np.ndarray) ->
     items_file = out / "items.npy"
     if items_file.is_file():
         before_items = np.load(items_file, allow_pickle=False)
-        if before_items.shape != item_ids.shape or not np.array_equal(before_items, item_ids):
+        if not np.array_equal(before_items, item_ids):
             raise TrainingError(
                 f"{out} holds checkpoints of a run on other data ({len(before_items)} items, "
                 f"now {len(item_ids)}); rerun on the same data to resume it, or give a new "
                 "output directory"
             )
-    try:
-        before = Config().replace(**json.loads(saved.read_text())["config"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise TrainingError(f"{saved} is not a gru-jax run config ({e}); use a new directory")
+    before = read_run_config(out)
     changed = {
         key: (getattr(before, key), getattr(config, key))
         for key in config.to_dict()
@@ -248,9 +264,7 @@ def _truncate_metrics(path: pathlib.Path, step: int) -> None:
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
     if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(kept))
 
 
 def train(
@@ -277,7 +291,7 @@ def train(
     """
     out = pathlib.Path(out_dir) if out_dir is not None else None
     is_writer = jax.process_index() == 0
-    if not np.any(dataset.train.lengths >= 2):
+    if dataset.train.n_predictions == 0:  # every session shorter than 2: no (input, target)
         raise DataError(
             f"the training split has no session with 2 or more events ({dataset.train.n_sessions}"
             f" sessions, {dataset.train.n_events} events): nothing to learn from"
@@ -490,17 +504,11 @@ def train(
 def load_run(run_dir: str | pathlib.Path) -> tuple[Config, ModelSpec, dict, np.ndarray]:
     """(config, spec, params, item_ids) of a finished or interrupted run directory."""
     run_dir = pathlib.Path(run_dir)
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a gru-jax run directory (no config.json)")
-    config = Config().replace(**json.loads(config_file.read_text())["config"])
+    config = read_run_config(run_dir)
     item_ids = np.load(run_dir / "items.npy", allow_pickle=False)
     model = build_model(config, len(item_ids))
     spec, params = ModelSpec.split(model)
-    tx = build_optimizer(config)
-    like = TrainState(
-        params, tx.init(params), model.initial_carry(config.batch_size), jnp.zeros((), jnp.int32)
-    )
+    like = initial_state(config, model, params, build_optimizer(config))
     checkpoints = Checkpoints(run_dir / "checkpoints")
     try:
         state, _ = checkpoints.restore(like)
