@@ -11,6 +11,10 @@ Implementations (each run in the same process, its rounds interleaved with the o
   nnx                 `flax.nnx.RNN(flax.nnx.GRUCell)`: the reference for the ratios
   linen               `flax.linen.RNN(flax.linen.GRUCell)`
   torch               `torch.nn.GRU` (cuDNN on GPU, ATen on CPU), when PyTorch is importable
+  matmuls             not a GRU: only the layer's matmuls, arranged as gru_jax's XLA path arranges
+                      them (a scan of x_t W_i + h W_h; for the backward, a reverse scan of one
+                      (B, 3H)x(3H, H) matmul, then Xᵀ G, Hᵀ G and G W_iᵀ over all T·B rows).
+                      The floor that gate arithmetic and memory traffic add to.
 
 Every layer is time-major (T, B, E), E = H, one layer. Forward returns the outputs (T, B, H);
 forward+backward takes the gradient of Σ outputs ⊙ W (a fixed random W) with respect to the
@@ -189,6 +193,42 @@ def build_linen(mode, shape, dtype):
     return lambda: fn(params, x)
 
 
+def build_matmuls(mode, shape, dtype):
+    """The matmuls of one GRU layer alone, with a minimal data dependency between steps."""
+    import jax
+    import jax.numpy as jnp
+
+    _, batch, hidden = shape
+    x, _ = jax_inputs(shape, dtype)
+    keys = jax.random.split(jax.random.key(1), 2)
+    w_i = (0.05 * jax.random.normal(keys[0], (hidden, 3 * hidden))).astype(dtype)
+    w_h = (0.05 * jax.random.normal(keys[1], (hidden, 3 * hidden))).astype(dtype)
+
+    def mm(a, b):
+        return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+    def forward(x):
+        def body(h, x_t):
+            g = mm(x_t, w_i) + mm(h, w_h)
+            return g[:, :hidden], (h, g)
+
+        _, (h_in, g) = jax.lax.scan(body, jnp.zeros((batch, hidden)), x)
+        return h_in, g
+
+    def both(x):
+        h_in, g = forward(x)
+
+        def body(d, g_t):
+            return mm(g_t, w_h.T) + d, None
+
+        rows_x, rows_h, rows_g = (a.reshape(-1, a.shape[-1]) for a in (x, h_in, g))
+        d_h, _ = jax.lax.scan(body, jnp.zeros((batch, hidden)), g, reverse=True)
+        return d_h, mm(rows_x.T, rows_g), mm(rows_h.T, rows_g), mm(rows_g, w_i.T)
+
+    fn = jax.jit((lambda x: forward(x)[0]) if mode == "fwd" else both)
+    return lambda: fn(x)
+
+
 def build_torch(mode, shape, dtype):
     try:
         import torch
@@ -227,6 +267,7 @@ IMPLS = {
     "nnx": build_nnx,
     "linen": build_linen,
     "torch": build_torch,
+    "matmuls": build_matmuls,
 }
 
 
@@ -354,22 +395,22 @@ def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> None:
         impls = list(dict.fromkeys(r["impl"] for r in sub))
         width = 0.8 / len(impls)
         for i, impl in enumerate(impls):
-            speed = {(r["batch"], r["hidden"], r["steps"]): r["speed_vs_nnx"] for r in sub}
-            values = [
-                next((r["speed_vs_nnx"] for r in sub if r["impl"] == impl and
-                      (r["batch"], r["hidden"], r["steps"]) == s), 0.0)
-                for s in shapes
-            ]  # fmt: skip
-            del speed
+            speed = {
+                (r["batch"], r["hidden"], r["steps"]): r["speed_vs_nnx"]
+                for r in sub
+                if r["impl"] == impl
+            }
+            values = [speed.get(s, 0.0) for s in shapes]
             ax.bar([j + i * width for j in range(len(shapes))], values, width, label=impl)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
         ax.set_xticklabels([f"B{b}\nH{h}\nT{t}" for b, h, t in shapes], fontsize=7)
         ax.set_ylabel("speed relative to nnx (higher is faster)")
         ax.set_title(f"{mode}, {dtype}")
-    axes[0][0].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
     fig.suptitle(f"One GRU layer on {device_kind}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

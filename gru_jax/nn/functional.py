@@ -190,13 +190,16 @@ def _step_saving_gates(params, h, gi, variant, dtype):
 # The hand-written backward pass (the cuDNN arrangement).
 #
 # The reverse scan carries dh (B, H) only. Per step it forms the gate-preactivation gradients
-# dgi (input side) and dgh (recurrent side), both (B, 3H), and the one matmul the recurrence
-# needs, dh_prev = dgh W_hᵀ (+ the direct terms). The weight gradients are sums over all T·B
-# rows, so they wait until after the loop and become one large matmul each:
-#     dW_h = H_inᵀ DGH,  db_h = Σ DGH,  dW_i = Xᵀ DGI,  db_i = Σ DGI,  dX = DGI W_iᵀ,
-# where H_in (T, B, H) is the carry entering each step (after resets). Autodiff instead
+# dg = (da_r, da_z, da_n) (B, 3H), which are also the input-side gradients, and the one matmul
+# the recurrence needs, dh_prev = dg_h W_hᵀ (+ the direct terms), where dg_h is dg with the
+# candidate block scaled by r (reset_after) or the candidate matmul applied separately
+# (reset_before). Only dg leaves the loop, one (T, B, 3H) slab: the weight gradients are sums
+# over all T·B rows, so they wait until after the loop and become one large 2-D matmul each:
+#     dW_i = Xᵀ DG,  db_i = Σ DG,  dX = DG W_iᵀ,
+#     dW_h = [H_inᵀ DG_rz, Aᵀ D_n],  db_h = [Σ DG_rz, Σ D_n],
+# where H_in (T, B, H) is the carry entering each step (after resets), and (A, D_n) is
+# (H_in, r ⊙ DG_n) for reset_after and (r ⊙ H_in, DG_n) for reset_before. Autodiff instead
 # accumulates dW_h and dW_i inside the loop, a (H, B)×(B, 3H) matmul per step and per weight.
-# For reset_before, DGH's candidate block multiplies (r ⊙ H_in) rather than H_in.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -229,14 +232,14 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
             h = jnp.where(reset_t[:, None], 0.0, h)
         dh = dh + d_out
         dh_step = dh if mask_t is None else jnp.where(mask_t[:, None], dh, 0.0)
-        dh_prev, dgi, dgh = back(dh_step, h, gates_t, w_h, hidden, dtype)
+        dh_prev, dg = back(dh_step, h, gates_t, w_h, hidden, dtype)
         if mask_t is not None:
             dh_prev = dh_prev + jnp.where(mask_t[:, None], 0.0, dh)
         if reset_t is not None:
             dh_prev = jnp.where(reset_t[:, None], 0.0, dh_prev)
-        return dh_prev, (dgi, dgh)
+        return dh_prev, dg
 
-    dh0, (dgis, dghs) = jax.lax.scan(
+    dh0, dgs = jax.lax.scan(
         body,
         d_h_last.astype(jnp.float32),
         (d_hs.astype(jnp.float32), h_prev, resets, mask, gates),
@@ -245,46 +248,39 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
     )
 
     h_in = h_prev if resets is None else jnp.where(resets[..., None], 0.0, h_prev)
-    if variant == "reset_after":
-        d_kernel_h = _sum_outer(h_in, dghs, dtype)
-    else:
-        r = gates[0]
-        d_kernel_h = jnp.concatenate(
-            [
-                _sum_outer(h_in, dghs[..., : 2 * hidden], dtype),
-                _sum_outer(r * h_in, dghs[..., 2 * hidden :], dtype),
-            ],
-            axis=-1,
-        )
-    d_params = GRUParams(
-        kernel_i=_sum_outer(xs, dgis, dtype).astype(params.kernel_i.dtype),
-        bias_i=dgis.sum((0, 1)).astype(params.bias_i.dtype),
-        kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
-        bias_h=dghs.sum((0, 1)).astype(params.bias_h.dtype),
+    r = gates[0]
+    dg_rz, dg_n = dgs[..., : 2 * hidden], dgs[..., 2 * hidden :]
+    if variant == "reset_after":  # gh_n = h W_hn + b_hn enters the candidate scaled by r.
+        n_operand, d_n = h_in, dg_n * r
+    else:  # The candidate's recurrent matmul sees r ⊙ h.
+        n_operand, d_n = r * h_in, dg_n
+    d_kernel_h = jnp.concatenate(
+        [_sum_outer(h_in, dg_rz, dtype), _sum_outer(n_operand, d_n, dtype)], axis=-1
     )
-    d_xs = jax.lax.dot_general(
-        _cast(dgis, dtype),
-        _cast(params.kernel_i, dtype),
-        (((2,), (1,)), ((), ())),
-        preferred_element_type=jnp.float32,
-    ).astype(xs.dtype)
+    d_bias_h = jnp.concatenate([dg_rz.sum((0, 1)), d_n.sum((0, 1))])
+    d_params = GRUParams(
+        kernel_i=_sum_outer(xs, dgs, dtype).astype(params.kernel_i.dtype),
+        bias_i=dgs.sum((0, 1)).astype(params.bias_i.dtype),
+        kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
+        bias_h=d_bias_h.astype(params.bias_h.dtype),
+    )
+    d_xs = matmul(dgs, _cast(params.kernel_i, dtype).T, dtype).astype(xs.dtype)
     return d_params, d_xs, dh0.astype(h0.dtype), None, None
 
 
 def _back_step_reset_after(dh, h, gates, w_h, hidden, dtype):
-    """One reverse step of reset_after: (dh_prev, dgi, dgh) from dh = ∂L/∂h' at this step."""
+    """One reverse step of reset_after: (dh_prev, dg) from dh = ∂L/∂h' at this step."""
     r, z, n, gh_n = gates
     da_n = dh * (1.0 - z) * (1.0 - n * n)
     da_r = da_n * gh_n * r * (1.0 - r)
     da_z = dh * (h - n) * z * (1.0 - z)
-    dgh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
-    dgi = jnp.concatenate([da_r, da_z, da_n], axis=-1)
-    dh_prev = dh * z + _matmul_t(dgh, w_h, dtype)
-    return dh_prev, dgi, dgh
+    dg_h = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+    dh_prev = dh * z + _matmul_t(dg_h, w_h, dtype)
+    return dh_prev, jnp.concatenate([da_r, da_z, da_n], axis=-1)
 
 
 def _back_step_reset_before(dh, h, gates, w_h, hidden, dtype):
-    """One reverse step of reset_before: (dh_prev, dgi, dgh) from dh = ∂L/∂h' at this step."""
+    """One reverse step of reset_before: (dh_prev, dg) from dh = ∂L/∂h' at this step."""
     r, z, c = gates
     da_c = dh * z * (1.0 - c * c)
     d_rh = _matmul_t(da_c, w_h[:, 2 * hidden :], dtype)
@@ -292,8 +288,7 @@ def _back_step_reset_before(dh, h, gates, w_h, hidden, dtype):
     da_z = dh * (c - h) * z * (1.0 - z)
     d_rz = jnp.concatenate([da_r, da_z], axis=-1)
     dh_prev = dh * (1.0 - z) + d_rh * r + _matmul_t(d_rz, w_h[:, : 2 * hidden], dtype)
-    dg = jnp.concatenate([d_rz, da_c], axis=-1)
-    return dh_prev, dg, dg
+    return dh_prev, jnp.concatenate([d_rz, da_c], axis=-1)
 
 
 def _cast(a, dtype):
@@ -308,11 +303,12 @@ def _matmul_t(a, w, dtype):
 
 
 def _sum_outer(a, b, dtype):
-    """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G) as one (T·B)-row matmul."""
-    return jax.lax.dot_general(
-        _cast(a, dtype), _cast(b, dtype), (((0, 1), (0, 1)), ((), ())),
-        preferred_element_type=jnp.float32,
-    )  # fmt: skip
+    """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G).
+
+    Written as one 2-D (K, T·B)×(T·B, G) matmul: XLA:CPU ran the same contraction over two
+    axes up to 1.7x slower (benchmarks/results/README.md)."""
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return matmul(a2.T, b2, dtype)
 
 
 _fused_sequence.defvjp(_fused_sequence_fwd, _fused_sequence_bwd)
