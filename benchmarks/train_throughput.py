@@ -5,7 +5,8 @@ dataset and preset, in one process:
 
   train events/s   what `gru-jax train` does per dispatch: host batch and negatives → the jitted
                    T-step scan (forward, loss, row-sparse Adagrad) → the host reads the losses;
-                   compile and ``--warmup`` dispatches excluded, median of ``--repeats`` rounds
+                   compile and ``--warmup`` dispatches excluded, median of ``--repeats`` rounds;
+                   the cells' rounds interleave in a shuffled order
   eval events/s    full-ranking evaluation of the test set (`Evaluator`), compiled beforehand
   cell share       the time of the cell's forward + backward alone (same B, E, H, T steps in a
                    scan) over the time of the whole training step
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import random
 import statistics
 import time
 
@@ -42,36 +44,55 @@ RESULTS = ROOT / "benchmarks" / "results"
 OFFICIAL_CPU_EVENTS_PER_SECOND = {"retailrocket_cotrec": 6_800, "diginetica_srgnn_processed": 7_300}
 
 
-def time_training(config, dataset, *, warmup: int, dispatches: int, repeats: int) -> dict:
-    """Median events/s and ms per mini-batch over rounds of ``dispatches`` dispatches."""
-    run = setup(config, dataset)
-    state = run.par.place_state(run.state)
-    batches = run.iterator.epoch(0)
+class TrainingClock:
+    """One cell's training run, timed in rounds, so that rounds of several cells can interleave
+    (this VM's speed drifts by more than the differences between cells)."""
 
-    def dispatch(state):
-        batch = next(batches)
-        negatives = run.sampler.take(config.steps_per_dispatch)
-        state, losses, rows = run.par.step(state, batch, negatives, run.supports)
+    def __init__(self, config, dataset, *, warmup: int):
+        self.config = config
+        self.run = setup(config, dataset)
+        self.state = self.run.par.place_state(self.run.state)
+        self.batches = self.run.iterator.epoch(0)
+        self.rates, self.ms_per_step = [], []
+        for _ in range(warmup):
+            self._dispatch()
+
+    def _dispatch(self) -> int:
+        run = self.run
+        batch = next(self.batches)
+        negatives = run.sampler.take(self.config.steps_per_dispatch)
+        self.state, losses, rows = run.par.step(self.state, batch, negatives, run.supports)
         np.asarray(losses)  # the loop reads the losses every dispatch (NaN guard)
-        return state, int(np.asarray(rows).sum())
+        return int(np.asarray(rows).sum())
 
-    for _ in range(warmup):
-        state, _ = dispatch(state)
-    rates, ms_per_step = [], []
-    for _ in range(repeats):
+    def round(self, dispatches: int) -> None:
         t0, events = time.perf_counter(), 0
         for _ in range(dispatches):
-            state, n = dispatch(state)
-            events += n
+            events += self._dispatch()
         seconds = time.perf_counter() - t0
-        rates.append(events / seconds)
-        ms_per_step.append(1e3 * seconds / (dispatches * config.steps_per_dispatch))
-    return {
-        "train_events_per_second": statistics.median(rates),
-        "train_ms_per_minibatch": statistics.median(ms_per_step),
-        "spec": run.spec,
-        "params": run.par.local_params(state),
+        self.rates.append(events / seconds)
+        self.ms_per_step.append(1e3 * seconds / (dispatches * self.config.steps_per_dispatch))
+
+    def summary(self) -> dict:
+        return {
+            "train_events_per_second": statistics.median(self.rates),
+            "train_ms_per_minibatch": statistics.median(self.ms_per_step),
+            "train_rounds_events_per_second": self.rates,
+        }
+
+
+def time_training(configs: dict, dataset, *, warmup: int, dispatches: int, repeats: int):
+    """Per cell: median events/s and ms per mini-batch, the cells' rounds interleaved."""
+    clocks = {
+        cell: TrainingClock(config, dataset, warmup=warmup) for cell, config in configs.items()
     }
+    order = list(clocks)
+    rng = random.Random(0)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for cell in order:
+            clocks[cell].round(dispatches)
+    return clocks
 
 
 def time_evaluation(config, spec, params, test: SessionLog) -> dict:
@@ -146,14 +167,15 @@ def main(argv=None) -> None:
     print(f"{name}: {dataset.train.n_events:,} train events, {dataset.n_items:,} items; "
           f"preset {args.preset}; {device}")  # fmt: skip
 
+    configs = {cell: base.replace(cell=cell) for cell in args.cells}
+    clocks = time_training(
+        configs, dataset, warmup=args.warmup, dispatches=args.dispatches, repeats=args.repeats
+    )
     rows = []
-    for cell in args.cells:
-        config = base.replace(cell=cell)
-        train = time_training(
-            config, dataset, warmup=args.warmup, dispatches=args.dispatches, repeats=args.repeats
-        )
-        spec, params = train.pop("spec"), train.pop("params")
-        row = {"cell": cell, **train}
+    for cell, clock in clocks.items():
+        config, spec = configs[cell], clock.run.spec
+        params = clock.run.par.local_params(clock.state)
+        row = {"cell": cell, **clock.summary()}
         row.update(time_evaluation(config, spec, params, dataset.test))
         row["cell_ms_per_minibatch"] = time_cell(config, spec, params, repeats=args.repeats)
         row["cell_share_of_step"] = row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]

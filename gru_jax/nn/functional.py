@@ -257,10 +257,12 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
     d_kernel_h = jnp.concatenate(
         [_sum_outer(h_in, dg_rz, dtype), _sum_outer(n_operand, d_n, dtype)], axis=-1
     )
-    d_bias_h = jnp.concatenate([dg_rz.sum((0, 1)), d_n.sum((0, 1))])
+    d_bias_i = dgs.sum((0, 1))
+    # The r and z biases see the same preactivation gradient on both sides.
+    d_bias_h = jnp.concatenate([d_bias_i[: 2 * hidden], d_n.sum((0, 1))])
     d_params = GRUParams(
         kernel_i=_sum_outer(xs, dgs, dtype).astype(params.kernel_i.dtype),
-        bias_i=dgs.sum((0, 1)).astype(params.bias_i.dtype),
+        bias_i=d_bias_i.astype(params.bias_i.dtype),
         kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
         bias_h=d_bias_h.astype(params.bias_h.dtype),
     )
@@ -305,8 +307,9 @@ def _matmul_t(a, w, dtype):
 def _sum_outer(a, b, dtype):
     """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G).
 
-    Written as one 2-D (K, T·B)×(T·B, G) matmul: XLA:CPU ran the same contraction over two
-    axes up to 1.7x slower (benchmarks/results/README.md)."""
+    Written as one 2-D (K, T·B)×(T·B, G) matmul: on its own, XLA:CPU ran the contraction over
+    two axes up to 1.7x slower (B=512, H=100); inside this backward pass the two forms measured
+    the same (benchmarks/results/README.md)."""
     a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     return matmul(a2.T, b2, dtype)
 
