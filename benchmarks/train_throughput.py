@@ -9,7 +9,7 @@ dataset and preset, in one process:
                    the cells' rounds interleave in a shuffled order
   eval events/s    full-ranking evaluation of the test set (`Evaluator`), compiled beforehand
   cell share       the time of the cell's forward + backward alone (same B, E, H, T steps in a
-                   scan) over the time of the whole training step
+                   scan; the cells' rounds interleaved) over the time of the whole training step
 
     python benchmarks/train_throughput.py          # RetailRocket (COTREC split), preset retailrocket
     python benchmarks/train_throughput.py --dataset diginetica_srgnn_processed
@@ -109,8 +109,8 @@ def time_evaluation(config, spec, params, test: SessionLog) -> dict:
     return {"eval_events_per_second": metrics["n_test_events"] / seconds, "eval_seconds": seconds}
 
 
-def time_cell(config, spec, params, *, repeats: int) -> float:
-    """ms per mini-batch of the cells' forward + backward alone (T steps in one scan)."""
+def cell_runner(config, spec, params):
+    """() -> ms per mini-batch of the cells' forward + backward alone (T steps in one scan)."""
     tables, dense = split_tables(params)
     model = spec.build(params)
     batch, steps = config.batch_size, config.steps_per_dispatch
@@ -132,12 +132,25 @@ def time_cell(config, spec, params, *, repeats: int) -> float:
 
     carry = model.initial_carry(batch)
     jax.block_until_ready(cell_steps(dense, carry, xs))
-    samples = []
-    for _ in range(repeats * 3):
+
+    def run() -> float:
         t0 = time.perf_counter()
         jax.block_until_ready(cell_steps(dense, carry, xs))
-        samples.append(1e3 * (time.perf_counter() - t0) / steps)
-    return statistics.median(samples)
+        return 1e3 * (time.perf_counter() - t0) / steps
+
+    return run
+
+
+def time_cells(runners: dict, *, repeats: int) -> dict:
+    """Median ms per mini-batch of each cell alone, rounds interleaved in a shuffled order."""
+    samples = {cell: [] for cell in runners}
+    order = list(runners)
+    rng = random.Random(1)
+    for _ in range(repeats * 3):
+        rng.shuffle(order)
+        for cell in order:
+            samples[cell].append(runners[cell]())
+    return {cell: statistics.median(s) for cell, s in samples.items()}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -171,15 +184,18 @@ def main(argv=None) -> None:
     clocks = time_training(
         configs, dataset, warmup=args.warmup, dispatches=args.dispatches, repeats=args.repeats
     )
-    rows = []
+    rows, runners = [], {}
     for cell, clock in clocks.items():
         config, spec = configs[cell], clock.run.spec
         params = clock.run.par.local_params(clock.state)
         row = {"cell": cell, **clock.summary()}
         row.update(time_evaluation(config, spec, params, dataset.test))
-        row["cell_ms_per_minibatch"] = time_cell(config, spec, params, repeats=args.repeats)
-        row["cell_share_of_step"] = row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
+        runners[cell] = cell_runner(config, spec, params)
         rows.append(row)
+    cell_ms = time_cells(runners, repeats=args.repeats)
+    for row in rows:
+        row["cell_ms_per_minibatch"] = cell_ms[row["cell"]]
+        row["cell_share_of_step"] = row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
 
     reference = rows[0]["train_events_per_second"]
     official = OFFICIAL_CPU_EVENTS_PER_SECOND.get(name) if jax.default_backend() == "cpu" else None

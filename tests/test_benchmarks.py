@@ -1,4 +1,4 @@
-"""benchmarks/cell.py runs end to end on a tiny grid and writes what it says it writes."""
+"""The benchmarks run end to end on tiny inputs and write what they say they write."""
 
 import importlib.util
 import json
@@ -9,11 +9,16 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_cell_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_cell", ROOT / "benchmarks" / "cell.py")
+def load_benchmark(name):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_cell_benchmark():
+    return load_benchmark("cell")
 
 
 def test_cell_benchmark_writes_a_row_per_implementation_and_mode(tmp_path, capsys):
@@ -71,3 +76,21 @@ def test_matmul_floor_computes_the_layers_matmuls():
     np.testing.assert_allclose(d_w_i, x.reshape(-1, hidden).T @ rows_g, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(d_w_h, np.concatenate(h_in).T @ rows_g, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(d_x, rows_g @ w_i.T, rtol=1e-4, atol=1e-5)
+
+
+def test_train_throughput_benchmark_on_the_generated_dataset(tmp_path, capsys):
+    bench = load_benchmark("train_throughput")
+    bench.main(
+        ["--synthetic", "--preset", "synthetic", "--warmup", "1", "--dispatches", "1",
+         "--repeats", "2", "--out", str(tmp_path), "steps_per_dispatch=4"]
+    )  # fmt: skip
+    record = json.loads((tmp_path / "train_throughput_cpu_synthetic.json").read_text())
+    assert record["official_cpu_events_per_second"] is None  # no official figure for this data
+    assert [r["cell"] for r in record["rows"]] == ["fused", "flax-gru"]
+    for row in record["rows"]:
+        assert len(row["train_rounds_events_per_second"]) == 2
+        assert row["train_events_per_second"] > 0 and row["eval_events_per_second"] > 0
+        assert np.isclose(
+            row["cell_share_of_step"], row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
+        )
+    assert "| fused |" in capsys.readouterr().out
