@@ -10,7 +10,8 @@ Implementations (each run in the same process, its rounds interleaved with the o
   gru_jax[pallas]     the Pallas kernel, only where the platform runs it natively (not CPU)
   nnx                 `flax.nnx.RNN(flax.nnx.GRUCell)`: the reference for the ratios
   linen               `flax.linen.RNN(flax.linen.GRUCell)`
-  torch               `torch.nn.GRU` (cuDNN on GPU, ATen on CPU), when PyTorch is importable
+  torch               `torch.nn.GRU` (cuDNN on GPU where it supports the dtype, ATen on CPU),
+                      when PyTorch is importable and runs the dtype there
   matmuls             not a GRU: only the layer's matmuls, arranged as gru_jax's XLA path arranges
                       them (a scan of x_t W_i + h W_h; for the backward, a reverse scan of one
                       (B, 3H)x(3H, H) matmul, then Xᵀ G, Hᵀ G and G W_iᵀ over all T·B rows).
@@ -255,6 +256,11 @@ def build_torch(mode, shape, dtype):
         sync()
         return out
 
+    try:
+        run()  # Some torch builds lack this dtype on this device (e.g. bfloat16 GRU on CUDA).
+    except RuntimeError as error:
+        print(f"# torch {mode} {dtype} on {device} unavailable: {str(error).splitlines()[0]}")
+        return None
     return run
 
 
@@ -423,6 +429,9 @@ def main(argv=None) -> None:
     pin_threads(args.threads)
     import jax
 
+    # Start JAX's backend before torch is imported: whichever loads cuDNN first decides which
+    # copy the process uses, and JAX's GPU backend fails to start with an older one.
+    jax.devices()
     try:
         import torch
 
@@ -465,13 +474,22 @@ def main(argv=None) -> None:
                         print_table(new)
                         print(flush=True)
                         rows.extend(new)
+                        write_results(args, env, rows, complete=False)
 
     summary = summarise(rows)
     print("geomean speed [min, max] over the shapes:")
     for key, value in summary.items():
         parts = [f"{k[6:]} {v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" for k, v in value.items()]
         print(f"  {key:<34} " + "  ".join(parts))
+    path = write_results(args, env, rows, complete=True)
+    if not args.no_plot:
+        plot(rows, path.with_suffix(".png"), env["device_kind"])
+    print(f"wrote {path}" + ("" if args.no_plot else " and .png"))
+    del jax
 
+
+def write_results(args, env: dict, rows: list[dict], *, complete: bool) -> pathlib.Path:
+    """Writes the JSON; called after every shape too, so a run cut short keeps what it measured."""
     import json
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -483,15 +501,16 @@ def main(argv=None) -> None:
     payload = {
         "environment": env,
         "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "complete": complete,
         "rows": rows,
-        "summary": summary,
+        "summary": summarise(rows),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    if not args.no_plot:
-        plot(rows, args.out / f"{stem}.png", env["device_kind"])
-    print(f"wrote {args.out / stem}.json" + ("" if args.no_plot else " and .png"))
-    del jax
+    path = args.out / f"{stem}.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(payload, indent=1))
+    partial.replace(path)
+    return path
 
 
 if __name__ == "__main__":

@@ -116,8 +116,9 @@ def sequence(
         mask: (T, B) bool or None; False marks a padded step whose carry passes through.
         variant: "reset_after" or "reset_before".
         hoist: compute x W_i for all T steps as one (T·B, E)×(E, 3H) matmul before the loop
-            (pays on GPU/TPU; on XLA:CPU the per-step matmul is as efficient and hoisting costs
-            memory traffic).
+            (meant for GPU/TPU; on XLA:CPU the loop's gate fusion then reads gate slices of the
+            scanned projection, which XLA:CPU runs several times slower, so forward loses
+            30–50%; benchmarks/results/README.md).
         unroll: `lax.scan` unroll factor (forward and backward loops).
         dtype: matmul operand dtype (None: the parameters' dtype).
         backward: "fused" (default), the hand-written VJP of `_fused_sequence`: a reverse scan
@@ -199,7 +200,8 @@ def _step_saving_gates(params, h, gi, variant, dtype):
 #     dW_h = [H_inᵀ DG_rz, Aᵀ D_n],  db_h = [Σ DG_rz, Σ D_n],
 # where H_in (T, B, H) is the carry entering each step (after resets), and (A, D_n) is
 # (H_in, r ⊙ DG_n) for reset_after and (r ⊙ H_in, DG_n) for reset_before. Autodiff instead
-# accumulates dW_h and dW_i inside the loop, a (H, B)×(B, 3H) matmul per step and per weight.
+# accumulates dW_h inside the loop, a (H, B)×(B, 3H) matmul per step (and dW_i too, unless the
+# input projection was hoisted out of the loop).
 # ---------------------------------------------------------------------------------------------
 
 

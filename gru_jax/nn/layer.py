@@ -31,9 +31,11 @@ IMPLS = ("auto", "xla", "pallas", "reference")
 def default_hoist(platform: str | None = None) -> bool:
     """Whether to hoist the input projection out of the scan on `platform`.
 
-    Measured (benchmarks/cell.py): on XLA:CPU the per-step input matmul is as efficient as one
-    big one and hoisting only adds memory traffic; on GPUs/TPUs one large matmul keeps the
-    matrix units busy (as cuDNN does).
+    Measured (benchmarks/cell.py): on XLA:CPU hoisting makes the forward 30–50% slower, because
+    the loop's gate fusion then reads gate slices of the scanned projection and XLA:CPU runs
+    that fusion several times slower (benchmarks/results/README.md). On GPUs/TPUs one large
+    matmul keeps the matrix units busy (as cuDNN does); chosen from published behaviour there,
+    not yet measured by this project.
     """
     return (platform or jax.default_backend()) != "cpu"
 
