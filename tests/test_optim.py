@@ -137,6 +137,26 @@ def test_duplicate_indices_are_summed():
     np.testing.assert_allclose(c.values, [[2.5], [5.0], [0.0], [0.0]])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coalesce_matches_numpy_on_random_repeats_and_padding(seed):
+    # Skewed repeats (as sampled negatives have), padding (N), and out-of-range indices.
+    rng = np.random.default_rng(seed)
+    n_rows, size = 50, 300
+    idx = rng.zipf(1.5, size) % (n_rows + 10) - rng.integers(0, 2, size) * 3
+    values = rng.normal(size=(size, 2, 3)).astype(np.float32)
+    c = coalesce(RowSparse(jnp.asarray(idx, jnp.int32), jnp.asarray(values)), n_rows)
+
+    valid = (idx >= 0) & (idx < n_rows)
+    expected_idx = np.unique(idx[valid])
+    expected = np.zeros((len(expected_idx), 2, 3), np.float64)
+    np.add.at(expected, np.searchsorted(expected_idx, idx[valid]), values[valid])
+    k = len(expected_idx)
+    np.testing.assert_array_equal(c.indices[:k], expected_idx)
+    np.testing.assert_array_equal(c.indices[k:], n_rows)
+    np.testing.assert_allclose(c.values[:k], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(c.values[k:], 0.0)
+
+
 def test_out_of_range_indices_are_padding():
     # Indices outside [0, N), negative ones included, are ignored (not wrapped around).
     tx = adagrad_momentum(LR, momentum=MOM)
