@@ -268,7 +268,7 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
         kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
         bias_h=d_bias_h.astype(params.bias_h.dtype),
     )
-    d_xs = matmul(dgs, _cast(params.kernel_i, dtype).T, dtype).astype(xs.dtype)
+    d_xs = matmul(dgs, params.kernel_i.T, dtype).astype(xs.dtype)
     return d_params, d_xs, dh0.astype(h0.dtype), None, None
 
 
