@@ -67,22 +67,35 @@ def step_from_projection(
     params: GRUParams, h: jax.Array, gi: jax.Array, variant: str, dtype=None
 ) -> jax.Array:
     """One GRU step given the input projection gi = x W_i + b_i, (B, 3H). Returns h' (B, H)."""
+    return step_and_gates(params, h, gi, variant, dtype)[0]
+
+
+def step_and_gates(params: GRUParams, h: jax.Array, gi: jax.Array, variant: str, dtype=None):
+    """`step_from_projection`, also returning the activations the backward pass reads, (B, H)
+    each: (r, z, n, gh_n) for reset_after, (r, z, candidate) for reset_before.
+
+    The gate blocks are taken with `jnp.split`, not slices: the transpose of a split is one
+    concatenate, that of three slices three pads summed in one fusion, which XLA:CPU runs
+    slowly (a GRU4Rec training step took 5.6 against 6.6 ms; benchmarks/results/README.md).
+    """
     hidden = h.shape[-1]
-    gi_r, gi_z, gi_n = gi[..., :hidden], gi[..., hidden : 2 * hidden], gi[..., 2 * hidden :]
+    gi_r, gi_z, gi_n = jnp.split(gi, 3, axis=-1)
     b_h = params.bias_h.astype(jnp.float32)
     if variant == "reset_after":
-        gh = matmul(h, params.kernel_h, dtype) + b_h
-        r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
-        z = jax.nn.sigmoid(gi_z + gh[..., hidden : 2 * hidden])
-        n = jnp.tanh(gi_n + r * gh[..., 2 * hidden :])
-        return (1.0 - z) * n + z * h
+        gh_r, gh_z, gh_n = jnp.split(matmul(h, params.kernel_h, dtype) + b_h, 3, axis=-1)
+        r = jax.nn.sigmoid(gi_r + gh_r)
+        z = jax.nn.sigmoid(gi_z + gh_z)
+        n = jnp.tanh(gi_n + r * gh_n)
+        return (1.0 - z) * n + z * h, (r, z, n, gh_n)
     # reset_before: the candidate's recurrent matmul sees r ⊙ h, so it waits for r.
-    gh_rz = matmul(h, params.kernel_h[:, : 2 * hidden], dtype) + b_h[: 2 * hidden]
-    r = jax.nn.sigmoid(gi_r + gh_rz[..., :hidden])
-    z = jax.nn.sigmoid(gi_z + gh_rz[..., hidden:])
-    gh_n = matmul(r * h, params.kernel_h[:, 2 * hidden :], dtype) + b_h[2 * hidden :]
+    w_rz, w_n = jnp.split(params.kernel_h, [2 * hidden], axis=-1)
+    b_rz, b_n = jnp.split(b_h, [2 * hidden])
+    gh_r, gh_z = jnp.split(matmul(h, w_rz, dtype) + b_rz, 2, axis=-1)
+    r = jax.nn.sigmoid(gi_r + gh_r)
+    z = jax.nn.sigmoid(gi_z + gh_z)
+    gh_n = matmul(r * h, w_n, dtype) + b_n
     candidate = jnp.tanh(gi_n + gh_n)
-    return (1.0 - z) * h + z * candidate
+    return (1.0 - z) * h + z * candidate, (r, z, candidate)
 
 
 def step(params: GRUParams, h: jax.Array, x: jax.Array, variant: str, dtype=None) -> jax.Array:
@@ -155,36 +168,15 @@ def _forward_scan(params, xs, h0, resets, mask, variant, hoist, unroll, dtype, s
         if reset_t is not None:
             h = jnp.where(reset_t[:, None], 0.0, h)
         gi = gi_or_x if hoist else input_projection(params, gi_or_x, dtype)
-        if save:
-            h_new, gates = _step_saving_gates(params, h, gi, variant, dtype)
-        else:
-            h_new, gates = step_from_projection(params, h, gi, variant, dtype), ()
+        h_new, gates = step_and_gates(params, h, gi, variant, dtype)
+        if not save:
+            gates = ()
         if mask_t is not None:
             h_new = jnp.where(mask_t[:, None], h_new, h)
         return h_new, (h_new, gates)
 
     h_last, (hs, gates) = jax.lax.scan(body, h0, (gis, resets, mask), unroll=unroll)
     return hs, h_last, gates
-
-
-def _step_saving_gates(params, h, gi, variant, dtype):
-    """`step_from_projection`, also returning the activations the backward pass reads."""
-    hidden = h.shape[-1]
-    gi_r, gi_z, gi_n = gi[..., :hidden], gi[..., hidden : 2 * hidden], gi[..., 2 * hidden :]
-    b_h = params.bias_h.astype(jnp.float32)
-    if variant == "reset_after":
-        gh = matmul(h, params.kernel_h, dtype) + b_h
-        r = jax.nn.sigmoid(gi_r + gh[..., :hidden])
-        z = jax.nn.sigmoid(gi_z + gh[..., hidden : 2 * hidden])
-        gh_n = gh[..., 2 * hidden :]
-        n = jnp.tanh(gi_n + r * gh_n)
-        return (1.0 - z) * n + z * h, (r, z, n, gh_n)
-    gh_rz = matmul(h, params.kernel_h[:, : 2 * hidden], dtype) + b_h[: 2 * hidden]
-    r = jax.nn.sigmoid(gi_r + gh_rz[..., :hidden])
-    z = jax.nn.sigmoid(gi_z + gh_rz[..., hidden:])
-    gh_n = matmul(r * h, params.kernel_h[:, 2 * hidden :], dtype) + b_h[2 * hidden :]
-    candidate = jnp.tanh(gi_n + gh_n)
-    return (1.0 - z) * h + z * candidate, (r, z, candidate)
 
 
 # ---------------------------------------------------------------------------------------------
