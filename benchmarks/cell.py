@@ -199,14 +199,16 @@ def build_matmuls(mode, shape, dtype):
     import jax
     import jax.numpy as jnp
 
+    from gru_jax.nn.functional import matmul
+
     _, batch, hidden = shape
     x, _ = jax_inputs(shape, dtype)
     keys = jax.random.split(jax.random.key(1), 2)
     w_i = (0.05 * jax.random.normal(keys[0], (hidden, 3 * hidden))).astype(dtype)
     w_h = (0.05 * jax.random.normal(keys[1], (hidden, 3 * hidden))).astype(dtype)
 
-    def mm(a, b):
-        return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+    def mm(a, b):  # the layer's own matmul: operands in `dtype`, float32 result
+        return matmul(a, b, dtype)
 
     def forward(x):
         def body(h, x_t):

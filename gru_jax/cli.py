@@ -65,6 +65,15 @@ def _add_preprocess_parser(subparsers) -> None:
     p.set_defaults(func=_run_preprocess)
 
 
+# The recipe flags (one per PreprocessConfig field) default to None, so that "given" means typed
+# on the command line: `_config` fills in each format's defaults, and `_refuse_recipe_flags`
+# refuses any flag that was given.
+def _recipe_flags() -> tuple[str, ...]:
+    from gru_jax.data import PreprocessConfig
+
+    return tuple(f.name for f in dataclasses.fields(PreprocessConfig))
+
+
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     from gru_jax.data import PreprocessConfig
 
@@ -72,21 +81,19 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe (GRU4Rec's steps)")
     g.add_argument(
         "--event-types",
-        default=",".join(d.event_types),
-        help="1. comma-separated event types to keep, or 'all' (default: %(default)s)",
+        help="1. comma-separated event types to keep, or 'all' "
+        f"(default: {','.join(d.event_types)})",
     )
     g.add_argument(
         "--session-gap",
         type=float,
-        default=d.session_gap,
         help="2. idle seconds that start a new session when there is no session id "
-        "(default: %(default)s)",
+        f"(default: {d.session_gap})",
     )
     g.add_argument(
         "--dedupe",
         action=argparse.BooleanOptionalAction,
-        default=d.dedupe,
-        help="4. remove consecutive repeats of an item within a session",
+        help=f"4. remove consecutive repeats of an item within a session (default: {d.dedupe})",
     )
     g.add_argument(
         "--min-item-support",
@@ -101,23 +108,24 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--iterative-filter",
         action=argparse.BooleanOptionalAction,
-        default=d.iterative_filter,
-        help="5. repeat the filters until nothing changes",
+        help=f"5. repeat the filters until nothing changes (default: {d.iterative_filter})",
     )
-    g.add_argument("--split", choices=("time", "leave_one_out"), default=None, help="6.")
-    g.add_argument("--test-days", type=float, default=d.test_days, help="6. (default: %(default)s)")
+    g.add_argument(
+        "--split",
+        choices=("time", "leave_one_out"),
+        help="6. (default: time; sequences: leave_one_out)",
+    )
+    g.add_argument("--test-days", type=float, help=f"6. (default: {d.test_days})")
     g.add_argument(
         "--valid-days",
         type=float,
-        default=d.valid_days,
-        help="6. days before the test split for validation; 0 = none (default: %(default)s)",
+        help=f"6. days before the test split for validation; 0 = none (default: {d.valid_days})",
     )
-    g.add_argument("--split-time", type=float, default=None, help="6. fixed test boundary (Unix s)")
+    g.add_argument("--split-time", type=float, help="6. fixed test boundary (Unix s)")
     g.add_argument(
         "--drop-unseen-test-items",
         action=argparse.BooleanOptionalAction,
-        default=d.drop_unseen_test_items,
-        help="7. drop test events whose item is not in train",
+        help=f"7. drop test events whose item is not in train (default: {d.drop_unseen_test_items})",
     )
     g.add_argument(
         "--test-protocol",
@@ -167,29 +175,27 @@ def _reader_options(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace):
+    """The PreprocessConfig of the recipe flags given, with each format's defaults elsewhere."""
     from gru_jax.data import PreprocessConfig
 
-    types = None if args.event_types.strip().lower() == "all" else args.event_types.split(",")
     given = args.format == "sequences"  # published sequences: no filtering unless asked
-    d = PreprocessConfig()
-    if args.min_item_support is None:
-        args.min_item_support = 1 if given else d.min_item_support
-    if args.min_session_length is None:
-        args.min_session_length = 1 if given else d.min_session_length
-    split = args.split or ("leave_one_out" if given else "time")
-    return PreprocessConfig(
-        event_types=None if types is None else tuple(t.strip() for t in types if t.strip()),
-        session_gap=args.session_gap,
-        dedupe=args.dedupe,
-        min_item_support=args.min_item_support,
-        min_session_length=args.min_session_length,
-        iterative_filter=args.iterative_filter,
-        split=split,
-        test_days=args.test_days,
-        valid_days=args.valid_days,
-        split_time=args.split_time,
-        drop_unseen_test_items=args.drop_unseen_test_items,
-    )
+    defaults = PreprocessConfig()
+    if given:
+        defaults = dataclasses.replace(
+            defaults, min_item_support=1, min_session_length=1, split="leave_one_out"
+        )
+    values = {
+        name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+        for name in _recipe_flags()
+    }
+    if args.event_types is not None:
+        types = args.event_types
+        values["event_types"] = (
+            None
+            if types.strip().lower() == "all"
+            else tuple(t.strip() for t in types.split(",") if t.strip())
+        )
+    return PreprocessConfig(**values)
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -316,11 +322,13 @@ def _check_names(config) -> None:
     from gru_jax.losses import LOSSES
     from gru_jax.models import CELLS
     from gru_jax.optim import OPTIMIZERS
+    from gru_jax.registry import UnknownNameError
 
     for key, registry in (("loss", LOSSES), ("cell", CELLS), ("optimizer", OPTIMIZERS)):
-        name = getattr(config, key)
-        if name not in registry:
-            raise ConfigError(f"unknown {key} {name!r}; known: {', '.join(registry.names())}")
+        try:
+            registry.get(getattr(config, key))
+        except UnknownNameError as e:
+            raise ConfigError(str(e)) from None
     if config.parallel == "pmap":
         import inspect
 
@@ -384,19 +392,11 @@ def _load_training_data(args: argparse.Namespace):
 
 def _refuse_recipe_flags(args: argparse.Namespace, why: str) -> None:
     """The recipe's flags only apply where the recipe runs: refuse them instead of ignoring."""
-    from gru_jax.data import PreprocessConfig
-
-    given = _config(args)
-    default = dataclasses.replace(PreprocessConfig(), split=given.split)
-    changed = [
-        "--" + f.name.replace("_", "-")
-        for f in dataclasses.fields(PreprocessConfig)
-        if getattr(given, f.name) != getattr(default, f.name)
+    given = [
+        "--" + name.replace("_", "-") for name in _recipe_flags() if getattr(args, name) is not None
     ]
-    if changed:
-        raise UsageError(
-            f"{', '.join(changed)}: the preprocessing recipe does not run here ({why})"
-        )
+    if given:
+        raise UsageError(f"{', '.join(given)}: the preprocessing recipe does not run here ({why})")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -724,10 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr()
     try:
         return int(args.func(args) or 0)
-    except (DataError, UsageError, ConfigError, FileNotFoundError) as e:
-        print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_DATA_ERROR
-    except OSError as e:  # a file that cannot be read or written
+    except (DataError, UsageError, ConfigError, OSError) as e:  # OSError: unreadable files
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except TrainingError as e:

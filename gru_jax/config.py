@@ -174,7 +174,9 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(f"config key {key} takes true/false, got {value!r}")
             return lowered in ("true", "1", "yes")
-        return bool(value)
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        raise ValueError(f"config key {key} takes true/false, got {value!r}")
     if key == "embedding" and value == "layersize":
         return int(config.layers[0])
     try:

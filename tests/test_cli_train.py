@@ -263,3 +263,28 @@ def test_recipe_flags_with_given_test_files_are_refused(split_files, tmp_path, c
                        str(test), "--dedupe", "--out", str(tmp_path / "r"), *TINY])  # fmt: skip
     assert status == 2 and "--dedupe" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("fmt", ["sequences", "gru4rec", "srgnn"])
+def test_only_recipe_flags_typed_on_the_command_line_are_refused(fmt):
+    # The refusal must not depend on a format's own defaults (sequences keep every item and
+    # session by default), and a flag typed at its default value is still a flag typed.
+    parser = cli.build_parser()
+    plain = parser.parse_args(["train", "--format", fmt, "--train", "a", "--test", "b"])
+    cli._refuse_recipe_flags(plain, "test")  # nothing typed: nothing refused
+
+    typed = parser.parse_args(["train", "--format", fmt, "--train", "a", "--test", "b",
+                               "--test-days", "1", "--no-dedupe"])  # fmt: skip
+    with pytest.raises(cli.UsageError, match="--dedupe, --test-days"):
+        cli._refuse_recipe_flags(typed, "test")
+
+
+def test_sequences_default_to_keeping_what_was_published():
+    parser = cli.build_parser()
+    config = cli._config(parser.parse_args(["train", "--format", "sequences", "--train", "a"]))
+    assert (config.min_item_support, config.min_session_length, config.split) == (
+        1, 1, "leave_one_out",
+    )  # fmt: skip
+    config = cli._config(parser.parse_args(["train", "--format", "gru4rec", "--train", "a",
+                                            "--event-types", "all", "--min-item-support", "3"]))  # fmt: skip
+    assert config.event_types is None and config.min_item_support == 3 and config.split == "time"

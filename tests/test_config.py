@@ -104,3 +104,19 @@ def test_bad_config_files_name_the_file(tmp_path, text, message):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         Config.from_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bptt = 0.5\n", "bptt takes true/false"),
+        ("bptt = 2\n", "bptt takes true/false"),
+        ("n_epochs = true\n", "n_epochs takes an integer"),
+        ("n_epochs = 1.7\n", "n_epochs takes an integer"),
+    ],
+)
+def test_config_files_keep_booleans_and_integers_apart(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Config.from_file(path)

@@ -200,8 +200,11 @@ def test_empty_log_yields_nothing():
 
 
 def test_longest_order_plays_long_sessions_first():
-    log = SessionLog.from_sessions([[0, 1], [2, 3, 4, 5], [6, 7, 8], [9], [1, 2, 3, 4, 5]])
-    # Eligible sessions (>= 2 events) by length, ties in file order: 4 (5), 1 (4), 2 (3), 0 (2).
+    log = SessionLog.from_sessions(
+        [[0, 1], [2, 3, 4, 5], [6, 7, 8], [9], [1, 2, 3, 4, 5], [7, 8, 9]]
+    )
+    # Eligible sessions (>= 2 events) by length, ties in file order: 4 (5), 1 (4), 2 (3),
+    # 5 (3, after 2), 0 (2).
     it = SessionParallelIterator(log, batch_size=1, steps=1, order="longest")
     inputs = [int(b.inputs[0, 0]) for b in it.epoch(0) if b.mask[0, 0]]
-    assert inputs == [1, 2, 3, 4, 2, 3, 4, 6, 7, 0]
+    assert inputs == [1, 2, 3, 4, 2, 3, 4, 6, 7, 7, 8, 0]

@@ -244,6 +244,23 @@ def test_malformed_diginetica_date(tmp_path):
         read_events("diginetica", path)
 
 
+def test_non_finite_diginetica_timeframe_names_its_line(tmp_path):
+    path = tmp_path / "views.csv"
+    path.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n"
+        "1;NA;5;10;2016-05-09\n1;NA;6;inf;2016-05-09\n"
+    )
+    with pytest.raises(DataError, match=r"views.csv:3: value inf in column 'timeframe'"):
+        read_events("diginetica", path)
+
+
+def test_a_short_row_is_reported_as_missing_a_value(tmp_path):
+    path = tmp_path / "short.tsv"
+    path.write_text("SessionId\tItemId\tTime\n1\t2\t100\n1\t3\n2\t4\t170\n")
+    with pytest.raises(DataError, match=r"short.tsv:3: missing value in column 'Time'"):
+        read_events("gru4rec", path)
+
+
 def test_malformed_otto(tmp_path):
     good = '{"session": 1, "events": [{"aid": 5, "ts": 1000, "type": "clicks"}]}\n'
     truncated = tmp_path / "truncated.jsonl"
@@ -359,14 +376,16 @@ def test_non_finite_times_name_the_file_and_line(tmp_path, value, line):
     rows[line - 2] = rows[line - 2].rsplit("\t", 1)[0] + "\t" + value
     path = tmp_path / "events.tsv"
     path.write_text("SessionId\tItemId\tTime\n" + "\n".join(rows) + "\n")
-    with pytest.raises(DataError, match=rf"events.tsv:{line}: time .* is not a finite number"):
+    with pytest.raises(
+        DataError, match=rf"events.tsv:{line}: value .* in column 'Time' is not a finite number"
+    ):
         read_events("gru4rec", path)
 
 
-def test_non_finite_parquet_time_names_the_row(tmp_path, events):
+def test_non_finite_parquet_time_names_its_row(tmp_path, events):
     path = tmp_path / "events.parquet"
     events.with_columns(time=pl.Series([1.0, 2.0, float("nan"), 4.0, 5.0])).write_parquet(path)
-    with pytest.raises(DataError, match=r"events.parquet: time nan .* \(row 3\)"):
+    with pytest.raises(DataError, match=r"events.parquet:3: value nan in column 'time' is not"):
         read_events("parquet", path, session="session", item="item", time="time")
 
 

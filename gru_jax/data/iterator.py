@@ -50,6 +50,15 @@ class _Plan(NamedTuple):
     num_steps: int  # global number of steps (before padding)
 
 
+ORDERS = ("time", "shuffle", "longest")
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return order
+
+
 def session_order(log: SessionLog, order: str, seed: int, epoch: int) -> np.ndarray:
     """Indices of the sessions with at least one (input, target) pair, in play order."""
     eligible = np.flatnonzero(log.lengths >= 2)
@@ -60,9 +69,8 @@ def session_order(log: SessionLog, order: str, seed: int, epoch: int) -> np.ndar
         return eligible[np.argsort(first_times, kind="stable")]
     if order == "shuffle":
         return np.random.default_rng(seed + epoch).permutation(eligible)
-    if order == "longest":  # evaluation: long sessions first, so the rows finish together
-        return eligible[np.argsort(-log.lengths[eligible], kind="stable")]
-    raise ValueError(f"order must be 'time', 'shuffle' or 'longest', got {order!r}")
+    check_order(order)  # "longest", for evaluation: long sessions first, so rows finish together
+    return eligible[np.argsort(-log.lengths[eligible], kind="stable")]
 
 
 def assign_rows(steps: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +132,7 @@ class SessionParallelIterator:
             raise ValueError(f"batch_size {batch_size} is not divisible by {num_shards} shards")
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
-        if order not in ("time", "shuffle", "longest"):
-            raise ValueError(f"order must be 'time', 'shuffle' or 'longest', got {order!r}")
+        check_order(order)
         self.log = log
         self.batch_size = batch_size
         self.local_batch_size = batch_size // num_shards
@@ -199,7 +206,7 @@ class SessionParallelIterator:
     # -- public -------------------------------------------------------------------------------
 
     def num_dispatches(self, epoch: int = 0) -> int:
-        """Dispatches in ``epoch`` (the same for every epoch with order="time")."""
+        """Dispatches in ``epoch`` (the same for every epoch unless order="shuffle")."""
         return len(self._plan(epoch).grid.mask) // self.steps
 
     def __len__(self) -> int:

@@ -431,7 +431,7 @@ def dataset_from_pairs(
     train_flat, train_offsets = _concat_sessions(train)
     if not len(train_flat):
         raise DataError("the training sessions of the split hold no items")
-    item_ids = np.unique(train_flat)
+    item_ids, train_items = np.unique(train_flat, return_inverse=True)
 
     if test_protocol == "pairs":
         flat, offsets = _append_targets(prefixes, targets)
@@ -451,7 +451,7 @@ def dataset_from_pairs(
         "n_test_unseen_events": int((test.items < 0).sum()),
     }
     dataset = Dataset(
-        train=SessionLog(map_item_ids(train_flat, item_ids), train_offsets),
+        train=SessionLog(train_items.astype(np.int32), train_offsets),
         test=test,
         valid=None,
         item_ids=item_ids,

@@ -100,6 +100,21 @@ def _check_complete(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str]
             )
 
 
+def _check_finite(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
+    """Raises DataError at the first NaN or infinite value of the numeric ``columns``."""
+    for col in columns:
+        if not df[col].dtype.is_float():
+            continue
+        bad = df[col].is_not_null() & ~df[col].is_finite()
+        if bad.any():
+            row = int(bad.arg_max())
+            raise data_error(
+                path,
+                f"value {df[col][row]!r} in column {col!r} is not a finite number",
+                line=row + first_line,
+            )
+
+
 def _read_delimited(
     path: pathlib.Path,
     separator: str,
@@ -133,16 +148,17 @@ def _read_delimited(
     if df.height == 0:
         raise data_error(path, "no data rows after the header")
     _check_complete(path, df, columns, first_line=2)
+    _check_finite(path, df, numeric, first_line=2)
     return df
 
 
 def _locate_field_count_error(path: pathlib.Path, separator: str) -> DataError | None:
-    """The first line whose number of fields differs from the header's (None if all agree)."""
+    """The first line with more fields than the header (None if there is none)."""
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         rows = csv.reader(f, delimiter=separator)
         width = len(next(rows, []))
         for row in rows:
-            if row and len(row) != width:
+            if len(row) > width:  # short rows read as nulls, caught by _check_complete
                 return data_error(
                     path,
                     f"has {len(row)} fields where the header has {width}",
@@ -172,19 +188,9 @@ def _read_delimited_as_text(path: pathlib.Path, separator: str, columns: Sequenc
 
 
 def _time_seconds(
-    path: pathlib.Path,
-    df: pl.DataFrame,
-    col: str,
-    unit: str,
-    time_format: str | None,
-    *,
-    header_lines: bool = True,
+    path: pathlib.Path, df: pl.DataFrame, col: str, unit: str, time_format: str | None
 ) -> pl.Series:
-    """The ``col`` column as float64 Unix seconds; NaN or infinite times are refused.
-
-    ``header_lines``: row r of ``df`` is line r + 2 of a text file with a header (False:
-    Parquet, where errors name the row).
-    """
+    """The ``col`` column as float64 Unix seconds (its readers have refused NaN and infinity)."""
     if unit not in _TIME_UNITS:
         raise ValueError(f"time_unit must be one of {sorted(_TIME_UNITS)}, got {unit!r}")
     s = df[col]
@@ -203,16 +209,7 @@ def _time_seconds(
         return (parsed.dt.epoch("us").cast(pl.Float64) / 1e6).alias("time")
     if not s.dtype.is_numeric():
         raise data_error(path, f"column {col!r} is not numeric; pass time_format for date strings")
-    seconds = (s.cast(pl.Float64) / _TIME_UNITS[unit]).alias("time")
-    bad = seconds.is_not_null() & ~seconds.is_finite()
-    if bad.any():
-        row = int(bad.arg_max())
-        where = {"line": row + 2} if header_lines else {}  # Parquet has rows, not lines
-        problem = f"time {s[row]!r} in column {col!r} is not a finite number"
-        if not header_lines:
-            problem += f" (row {row + 1})"
-        raise data_error(path, problem, **where)
-    return seconds
+    return (s.cast(pl.Float64) / _TIME_UNITS[unit]).alias("time")
 
 
 def read_csv(
@@ -388,9 +385,11 @@ def read_parquet(
             or isinstance(df[time].dtype, pl.Datetime)
         ):
             raise data_error(path, f"column {time!r} has non-numeric type {df[time].dtype}")
+        if time is not None:
+            _check_finite(path, df, [time], first_line=1)  # Parquet rows count from 1
         out = {k: df[v].alias(k) for k, v in mapping.items() if k not in ("time", "type")}
         out["time"] = (
-            _time_seconds(path, df, time, time_unit, None, header_lines=False)
+            _time_seconds(path, df, time, time_unit, None)
             if time is not None
             else pl.Series("time", [None] * df.height, dtype=pl.Float64)
         )

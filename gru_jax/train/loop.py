@@ -330,8 +330,6 @@ def train(
         earlier_seconds = float(meta.get("train_seconds", 0.0))  # of the interrupted runs
         resumed_totals = (float(meta.get("epoch_loss_sum", 0.0)), int(meta.get("epoch_rows", 0)))
         sampler.restore(meta["sampler"])
-        if is_writer:  # lines logged after the checkpoint are logged again by this run
-            _truncate_metrics(out / "metrics.jsonl", par.step_count(state))
         log.info(
             "resuming from checkpoint %s (epoch %d, dispatch %d)",
             checkpoints.latest(),
@@ -353,6 +351,9 @@ def train(
             out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
         )
         save_array_atomic(out / "items.npy", item_ids)
+        if checkpoints.latest() is not None:  # resumed: lines logged after the checkpoint
+            # are logged again by this run.
+            _truncate_metrics(out / "metrics.jsonl", par.step_count(state))
     if par.mode != "none":
         log.info("data parallel: %s", par.describe())
 

@@ -2,19 +2,10 @@
 start-up)."""
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _env() -> dict[str, str]:
-    """This environment without JAX/XLA settings, with the checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    return env
+from .test_parallel import ROOT, TIMEOUT_S, _env
 
 
 def test_cli_trains_with_sharding_on_two_virtual_devices(tmp_path):
@@ -23,7 +14,9 @@ def test_cli_trains_with_sharding_on_two_virtual_devices(tmp_path):
             "--parallel", "sharding", "--out", str(out), "--no-progress", "n_epochs=1",
             "layers=16", "n_sample=32", "sample_store=65536", "batch_size=32"]  # fmt: skip
 
-    done = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        argv, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
 
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

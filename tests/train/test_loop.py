@@ -127,10 +127,10 @@ def test_non_finite_loss_before_any_checkpoint_says_so(dataset, tmp_path):
 
 def test_asking_for_fewer_epochs_than_a_run_already_trained_is_refused(dataset, tmp_path):
     train(CONFIG.replace(n_epochs=2), dataset, tmp_path, progress=False)
-    results = (tmp_path / "results.json").read_bytes()
+    kept = {name: (tmp_path / name).read_bytes() for name in ("results.json", "metrics.jsonl")}
     with pytest.raises(TrainingError, match="already trained past epoch 1"):
         train(CONFIG.replace(n_epochs=1), dataset, tmp_path, progress=False)
-    assert (tmp_path / "results.json").read_bytes() == results
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
 
 
 def test_a_training_split_without_pairs_is_refused(tmp_path):
