@@ -319,7 +319,7 @@ def _resolve_config(args: argparse.Namespace, *, have_data: bool):
 
 def _check_names(config) -> None:
     """Loss, cell and optimizer are looked up in registries user code may extend."""
-    from gru_jax.losses import LOSSES
+    from gru_jax.losses import LOSSES, check_row_offset
     from gru_jax.models import CELLS
     from gru_jax.optim import OPTIMIZERS
     from gru_jax.registry import UnknownNameError
@@ -330,27 +330,24 @@ def _check_names(config) -> None:
         except UnknownNameError as e:
             raise ConfigError(str(e)) from None
     if config.parallel == "pmap":
-        import inspect
-
-        if "row_offset" not in inspect.signature(LOSSES.get(config.loss)).parameters:
-            raise ConfigError(
-                f"loss {config.loss!r} takes no row_offset, which --parallel pmap needs (each "
-                "device scores a slice of the rows); use --parallel sharding"
-            )
+        try:
+            check_row_offset(LOSSES.get(config.loss), config.loss)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_devices(config) -> None:
     """The B rows of a step must split evenly over the devices."""
     import jax
 
-    from gru_jax.train.parallel import resolve_mode
+    from gru_jax.train.parallel import check_batch_split, resolve_mode
 
-    devices = jax.device_count()
-    if resolve_mode(config.parallel) != "none" and config.batch_size % devices:
-        raise ConfigError(
-            f"batch_size {config.batch_size} does not split over {devices} devices; choose a "
-            f"multiple of {devices} (batch_size=...)"
-        )
+    mode = resolve_mode(config.parallel)
+    if mode != "none":
+        try:
+            check_batch_split(config.batch_size, jax.device_count(), mode)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _load_training_data(args: argparse.Namespace):

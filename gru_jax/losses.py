@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -253,6 +254,21 @@ def top1_max(
     return _reduce(per_row, mine, row_mask.shape[0])
 
 
+def takes_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name`` (by name or through ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def check_row_offset(fn: Callable[..., Any], name: str) -> None:
+    """pmap scores each device's slice of the rows, so its loss needs ``row_offset``."""
+    if not takes_keyword(fn, "row_offset"):
+        raise ValueError(
+            f"loss {name!r} takes no row_offset, which --parallel pmap needs (each device "
+            "scores a slice of the rows); use --parallel sharding"
+        )
+
+
 def make_loss(name: str, *, strict: bool = True, **hyper: Any) -> LossFn:
     """Looks ``name`` up in `LOSSES` and binds its hyperparameters.
 
@@ -266,9 +282,7 @@ def make_loss(name: str, *, strict: bool = True, **hyper: Any) -> LossFn:
       ``fn(scores, row_mask, *, log_q=None) -> scalar``.
     """
     fn = LOSSES.get(name)
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in hyper if k not in params and not takes_any]
+    unknown = [k for k in hyper if not takes_keyword(fn, k)]
     if unknown and strict:
         raise TypeError(f"loss {name!r} takes no hyperparameter(s) {unknown}")
     return functools.partial(fn, **{k: v for k, v in hyper.items() if k not in unknown})

@@ -253,3 +253,18 @@ def test_jit_with_traced_hyperparameters():
             rtol=1e-5,
         )
     assert losses.LOG_EPS == 1e-24
+
+
+def test_pmap_needs_a_loss_that_takes_row_offset():
+    from gru_jax.losses import check_row_offset
+
+    def plain(scores, row_mask, *, log_q=None):
+        return scores.sum()
+
+    def open_ended(scores, row_mask, *, log_q=None, **hyper):
+        return scores.sum()
+
+    check_row_offset(open_ended, "open")  # **kwargs takes row_offset too
+    check_row_offset(LOSSES.get("bpr-max"), "bpr-max")
+    with pytest.raises(ValueError, match="loss 'plain' takes no row_offset"):
+        check_row_offset(plain, "plain")

@@ -306,17 +306,22 @@ class SingleDevice(DataParallel):
         return state.params
 
 
+def check_batch_split(batch_size: int, num_devices: int, mode: str) -> None:
+    """The B rows of a step must split evenly over the devices of a data-parallel mode."""
+    if batch_size % num_devices:
+        raise ValueError(
+            f"batch_size {batch_size} does not split over the {num_devices} devices of the "
+            f"{mode!r} mode; choose a multiple of {num_devices} (batch_size=...)"
+        )
+
+
 class _MeshParallel(DataParallel):
     """What the pmap and sharding modes share: the mesh, the row split and global arrays."""
 
     def __init__(self, mode: str, batch_size: int, devices: list | None = None):
         mesh = make_mesh(devices)
         n = mesh.devices.size
-        if batch_size % n:
-            raise ValueError(
-                f"batch_size {batch_size} is not divisible by the {n} devices of the "
-                f"{mode!r} mode; choose a multiple of {n}"
-            )
+        check_batch_split(batch_size, n, mode)
         super().__init__(mode, batch_size, n, jax.process_index(), jax.process_count())
         self.mesh = mesh
         self.replicated = NamedSharding(mesh, P())

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gru_jax.losses import build_log_q
+from gru_jax.losses import build_log_q, check_row_offset
 from gru_jax.optim import RowSparse, apply_updates
 from gru_jax.train.functional import ModelSpec, split_tables
 
@@ -80,6 +80,8 @@ def make_train_step(
     """
     n_items = spec.n_items
     base_key = jax.random.key(dropout_seed)
+    if axis_name is not None:
+        check_row_offset(loss_fn, getattr(getattr(loss_fn, "func", loss_fn), "__name__", "?"))
 
     def update(supports, state: TrainState, chunk) -> tuple[TrainState, jax.Array]:
         """One optimizer update from K consecutive mini-batches, arrays (K, ...)."""

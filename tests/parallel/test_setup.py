@@ -75,3 +75,10 @@ def test_config_key():
     assert Config().replace(parallel="auto").parallel == "auto"
     with pytest.raises(ValueError, match="parallel"):
         Config().replace(parallel="ring")
+
+
+def test_batch_split_names_the_batch_the_devices_and_the_fix():
+    parallel.check_batch_split(80, 4, "sharding")  # 20 rows per device
+    with pytest.raises(ValueError, match=r"batch_size 81 does not split over the 4 devices of "
+                                         r"the 'pmap' mode; choose a multiple of 4"):  # fmt: skip
+        parallel.check_batch_split(81, 4, "pmap")
