@@ -112,13 +112,17 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs/official_parity")
+    default_seed = preset("retailrocket").seed
+    parser.add_argument("--out", type=pathlib.Path, help="default: runs/official_parity[-seedN]")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", choices=tuple(RUNS), action="append")
-    parser.add_argument("--seed", type=int, default=42, help="init, dropout and sampling seed")
+    parser.add_argument(
+        "--seed", type=int, default=default_seed, help="init, dropout and sampling seed"
+    )
     args = parser.parse_args()
-    if args.seed != 42:
-        args.out = args.out.with_name(f"{args.out.name}-seed{args.seed}")
+    if args.out is None:
+        suffix = "" if args.seed == default_seed else f"-seed{args.seed}"
+        args.out = ROOT / f"runs/official_parity{suffix}"
 
     rows = []
     for name in args.only or RUNS:

@@ -313,3 +313,20 @@ def test_load_errors(tmp_path):
     (tmp_path / "dataset.json").write_text('{"format_version": 1}')
     with pytest.raises(DataError, match="arrays.npz: unreadable"):
         Dataset.load(tmp_path)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+
+    from gru_jax.data.dataset import write_text_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("a.txt") == mode("b.txt") == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temp file left

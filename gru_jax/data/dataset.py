@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
+import secrets
 import zipfile
 from typing import Any
 
@@ -173,29 +173,21 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it: done once, at import
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give; mkstemp gives 0600
-
-
 def _write_atomic(path: os.PathLike | str, write: Any, mode: str) -> None:
     """Writes through ``write(file)`` to a temporary file beside ``path``, then renames it over
     ``path``: an error never leaves a half-written file in place of a good one."""
     path = pathlib.Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file to write")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}"
+    # 0o666 through os.open: the kernel applies the current umask, as open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
