@@ -28,6 +28,7 @@ EXIT_DATA_ERROR = 2
 EXIT_TRAINING_ERROR = 3
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 READ_FORMATS = ("gru4rec", "csv", "parquet", "diginetica", "otto", "srgnn", "sequences", "recbole")
+TEST_PROTOCOLS = ("pairs", "sessions")
 
 
 class UsageError(Exception):
@@ -59,6 +60,9 @@ def _add_preprocess_parser(subparsers) -> None:
     p.add_argument("--format", required=True, choices=(*FORMATS, "synthetic"))
     p.add_argument("--input", nargs="+", default=[], metavar="PATH", help="input file(s)/folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset already written in OUT"
+    )
     _add_recipe_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     _add_column_arguments(p)
@@ -129,10 +133,10 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--test-protocol",
-        choices=("pairs", "sessions"),
-        default="pairs",
+        choices=TEST_PROTOCOLS,
         help="srgnn: one test session per published (prefix, target) pair, or the whole "
-        "sessions rebuilt from them with every position after the first predicted",
+        "sessions rebuilt from them with every position after the first predicted "
+        "(default: pairs)",
     )
 
 
@@ -174,6 +178,13 @@ def _reader_options(args: argparse.Namespace) -> dict:
     return opts
 
 
+def _test_protocol(args: argparse.Namespace) -> str:
+    """--test-protocol, which only srgnn splits have (pairs unless given)."""
+    if args.format != "srgnn" and args.test_protocol is not None:
+        raise UsageError(f"--test-protocol applies to srgnn splits, not {args.format}")
+    return args.test_protocol or "pairs"
+
+
 def _config(args: argparse.Namespace):
     """The PreprocessConfig of the recipe flags given, with each format's defaults elsewhere."""
     from gru_jax.data import PreprocessConfig
@@ -195,7 +206,47 @@ def _config(args: argparse.Namespace):
             if types.strip().lower() == "all"
             else tuple(t.strip() for t in types.split(",") if t.strip())
         )
-    return PreprocessConfig(**values)
+    if values["split"] == "leave_one_out":
+        given = [
+            f"--{n.replace('_', '-')}" for n in _TIME_SPLIT_FLAGS if getattr(args, n) is not None
+        ]
+        if given:
+            raise UsageError(f"{', '.join(given)}: a leave-one-out split has no time boundary")
+    try:
+        return PreprocessConfig(**values)
+    except ValueError as e:  # e.g. a negative --test-days
+        raise UsageError(str(e)) from None
+
+
+_TIME_SPLIT_FLAGS = ("test_days", "valid_days", "split_time")
+
+
+DATASET_FILES = ("arrays.npz", "dataset.json", "stats.json")
+
+
+def _check_dataset_folder(out: pathlib.Path, *, overwrite: bool) -> None:
+    """Refuses to write a dataset over a run, or over a dataset unless --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if (out / "config.json").exists():
+        raise UsageError(f"--out {out} is a training run's folder; give another folder")
+    present = [name for name in DATASET_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise UsageError(
+            f"--out {out} already holds a dataset ({', '.join(present)}); give another folder, "
+            "or --overwrite to replace it"
+        )
+
+
+def _distinct_paths(paths: Sequence[str]) -> list[str]:
+    """The input paths, refusing one given twice (its events would count twice)."""
+    seen: dict[pathlib.Path, str] = {}
+    for path in paths:
+        key = pathlib.Path(path).resolve()
+        if key in seen:
+            raise UsageError(f"{path} is given twice ({seen[key]}); its events would count twice")
+        seen[key] = path
+    return list(paths)
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -204,18 +255,24 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from gru_jax.data import default_dataset, load_dataset
     from gru_jax.data.dataset import write_json_atomic
 
+    out = pathlib.Path(args.out)
+    _check_dataset_folder(out, overwrite=args.overwrite)
+    protocol = _test_protocol(args)
     if args.format == "synthetic":
+        if args.input:
+            raise UsageError("--format synthetic generates its data: leave out --input")
+        _refuse_recipe_flags(args, "the synthetic default is generated preprocessed")
         dataset = default_dataset(seed=args.seed)
     elif not args.input:
         raise UsageError(f"--format {args.format} needs --input")
     elif args.format == "srgnn":
-        dataset = load_dataset("srgnn", args.input, test_protocol=args.test_protocol)
+        _refuse_recipe_flags(args, "an srgnn split is used as published")
+        dataset = load_dataset("srgnn", args.input, test_protocol=protocol)
     else:
         dataset = load_dataset(
-            args.format, args.input, config=_config(args), **_reader_options(args)
+            args.format, _distinct_paths(args.input), config=_config(args), **_reader_options(args)
         )
 
-    out = pathlib.Path(args.out)
     dataset.stats["input"] = [str(p) for p in args.input]
     dataset.save(out)
     write_json_atomic(out / "stats.json", {**dataset.stats, **dataset.summary()})
@@ -357,6 +414,7 @@ def _load_training_data(args: argparse.Namespace):
     if args.data:
         if args.train or args.test:
             raise UsageError("give either --data or --train/--test, not both")
+        _check_data_folder(args.data)
         return Dataset.load(args.data), {"data": str(args.data)}
     if not args.train:
         if args.test or args.format:
@@ -374,9 +432,17 @@ def _load_training_data(args: argparse.Namespace):
         if args.test:
             raise UsageError("srgnn: --train is the split's folder, which holds the test set")
         _refuse_recipe_flags(args, "an srgnn split is used as published")
-        description["test_protocol"] = args.test_protocol
-        return load_dataset("srgnn", args.train, test_protocol=args.test_protocol), description
+        description["test_protocol"] = protocol = _test_protocol(args)
+        return load_dataset("srgnn", args.train, test_protocol=protocol), description
+    _test_protocol(args)  # refuses the flag
     options = _reader_options(args)
+    args.train = _distinct_paths(args.train)
+    if args.test:
+        both = {pathlib.Path(p).resolve() for p in args.train} & {
+            pathlib.Path(p).resolve() for p in args.test
+        }
+        if both:
+            raise UsageError(f"{sorted(map(str, both))} given as both --train and --test")
     if args.test:
         _refuse_recipe_flags(
             args,
@@ -385,6 +451,13 @@ def _load_training_data(args: argparse.Namespace):
         )
         return dataset_from_files(args.format, args.train, args.test, **options), description
     return load_dataset(args.format, args.train, config=_config(args), **options), description
+
+
+def _check_data_folder(folder: str) -> None:
+    if not pathlib.Path(folder).is_dir():
+        raise UsageError(
+            f"--data {folder}: no such folder; write a dataset there with `gru-jax preprocess`"
+        )
 
 
 def _refuse_recipe_flags(args: argparse.Namespace, why: str) -> None:
@@ -421,7 +494,6 @@ def _run_train(args: argparse.Namespace) -> int:
         f"{summary['n_train_sessions']} sessions; test {summary['n_test_predictions']} "
         f"prediction points"
     )
-    print(f"run directory: {out}")
 
     from gru_jax.train.loop import train
 
@@ -436,8 +508,21 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if jax.process_index() == 0:
         print(format_results(result.results, config.cutoffs))
+        _warn_if_mostly_unseen(result.results)
         print(f"results: {out / 'results.json'}")
     return 0
+
+
+def _warn_if_mostly_unseen(results: dict) -> None:
+    """Metrics over a small remainder of the test set mislead; say so where they are read."""
+    kept, dropped = results.get("n_test_events", 0), results.get("n_unseen_test_events", 0)
+    if dropped > kept:
+        print(
+            f"warning: {dropped} test events have items unseen in training and were dropped, "
+            f"more than the {kept} prediction events left; is this the test set of this run's "
+            "data?",
+            file=sys.stderr,
+        )
 
 
 def format_results(results: dict, cutoffs: Sequence[int]) -> str:
@@ -478,12 +563,12 @@ def _add_evaluate_parser(subparsers) -> None:
     _add_data_arguments(p, training=False)
     p.add_argument(
         "--test-protocol",
-        choices=("pairs", "sessions"),
-        default="pairs",
-        help="srgnn: evaluate the published pairs, or whole sessions",
+        choices=TEST_PROTOCOLS,
+        help="srgnn: evaluate the published pairs (default), or whole sessions",
     )
     p.add_argument("--tie-mode", choices=("conservative", "standard", "median"), default=None)
     p.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_column_arguments(p)
     p.set_defaults(func=_run_evaluate)
 
@@ -494,27 +579,41 @@ def _load_test_log(args: argparse.Namespace, item_ids):
     from gru_jax.data.dataset import reindex_log
 
     if args.data:
+        _check_data_folder(args.data)
         ds = Dataset.load(args.data)
         if ds.test is None:
             raise UsageError(f"{args.data} has no test split")
     elif not args.test or not args.format:
         raise UsageError("evaluate needs --data DIR, or --format F and --test PATH")
     elif args.format == "srgnn":
-        ds = load_dataset("srgnn", args.test, test_protocol=args.test_protocol)
+        ds = load_dataset("srgnn", args.test, test_protocol=_test_protocol(args))
     else:
+        _test_protocol(args)  # refuses the flag
         ds = dataset_from_files(args.format, args.test, **_reader_options(args))
         ds.test = ds.train  # the file is the test set; its own index is mapped below
     return reindex_log(ds.test, ds.item_ids, item_ids)
+
+
+def _check_metrics_file(out: pathlib.Path, run: pathlib.Path, overwrite: bool) -> None:
+    """Before evaluating: --out must be a new file (or --overwrite), never one of the run's."""
+    from gru_jax.train.loop import RUN_FILES
+
+    if not out.absolute().parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'eval.json'}")
+    if out.absolute().parent.resolve() == run.resolve() and out.name in RUN_FILES:
+        raise UsageError(f"--out {out} is the run's own {out.name}; give another file name")
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out} exists; give another file name, or --overwrite")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from gru_jax.train.evaluate import evaluate
     from gru_jax.train.loop import load_run
 
-    if args.out and not pathlib.Path(args.out).absolute().parent.is_dir():
-        raise UsageError(
-            f"--out {args.out}: the folder {pathlib.Path(args.out).parent} does not exist"
-        )
+    if args.out:
+        _check_metrics_file(pathlib.Path(args.out), pathlib.Path(args.run), args.overwrite)
     if args.format == "sequences":
         raise UsageError(
             "sequences are split leave-one-out: `gru-jax preprocess --format sequences` the file, "
@@ -534,6 +633,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     results["eval_seconds"] = time.perf_counter() - t0
     print(format_results(results, config.cutoffs))
+    _warn_if_mostly_unseen(results)
     if args.out:
         from gru_jax.data.dataset import write_json_atomic
 
@@ -574,9 +674,11 @@ def _run_recommend(args: argparse.Namespace) -> int:
     from gru_jax.train.evaluate import top_k
     from gru_jax.train.loop import load_run
 
-    tokens = [t.strip() for t in args.session.split(",") if t.strip()]
-    if not tokens:
+    tokens = [t.strip() for t in args.session.split(",")]
+    if not any(tokens):
         raise UsageError("--session is empty; give raw item ids like 12,45,7")
+    if not all(tokens):
+        raise UsageError(f"--session {args.session!r} has an empty item id; give ids like 12,45,7")
     if args.k < 1:
         raise UsageError(f"-k must be >= 1, got {args.k}")
     _, spec, params, item_ids = load_run(args.run)
@@ -683,6 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recommend_parser(subparsers)
     _add_presets_parser(subparsers)
     _add_preprocess_parser(subparsers)
+    parser.subcommands = subparsers.choices  # name -> subparser, for its own usage errors
     return parser
 
 
@@ -712,16 +815,36 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parse_args`, also taking train's key=value overrides between flags (argparse takes a
+    positional list only in one block, and `parse_intermixed_args` does not do subparsers)."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = [t for t in extra if "=" in t and not t.startswith("-")]
+    if args.command == "train" and overrides:
+        args.overrides = list(args.overrides) + overrides
+        extra = [t for t in extra if t not in overrides]
+    if extra:
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gru-jax``; returns the exit status."""
     from gru_jax.data import DataError
+    from gru_jax.train.checkpoint import CheckpointError
     from gru_jax.train.loop import TrainingError
 
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     _log_to_stderr()
     try:
         return int(args.func(args) or 0)
-    except (DataError, UsageError, ConfigError, OSError) as e:  # OSError: unreadable files
+    except (
+        DataError,
+        UsageError,
+        ConfigError,
+        CheckpointError,
+        OSError,
+    ) as e:  # OSError: unreadable files
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except TrainingError as e:

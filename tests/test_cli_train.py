@@ -1,6 +1,8 @@
 """Tests for `gru-jax train`, `evaluate`, `recommend` and `presets` (gru_jax.cli)."""
 
+import itertools
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -84,7 +86,7 @@ def _brute_force_metrics(run_dir, test_file):
     for _, session in te[te.ItemId.isin(index)].groupby("SessionId", sort=False):
         items = [index[int(i)] for i in session.sort_values("Time", kind="stable").ItemId]
         carry = model.initial_carry(1)
-        for current, target in zip(items, items[1:]):
+        for current, target in itertools.pairwise(items):
             carry, hidden = model.step(carry, table[[current]])
             scores = np.asarray(hidden)[0] @ table.T + bias
             others = np.delete(scores, target)
@@ -129,7 +131,7 @@ def test_recommend_matches_a_brute_force_ranking(trained_run, capsys):
 
     rows = json.loads(capsys.readouterr().out)
     assert status == 0 and [r["item"] for r in rows] == want
-    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(rows))
 
 
 def test_recommend_names_an_unknown_item(trained_run, capsys):
@@ -288,3 +290,139 @@ def test_sequences_default_to_keeping_what_was_published():
     config = cli._config(parser.parse_args(["train", "--format", "gru4rec", "--train", "a",
                                             "--event-types", "all", "--min-item-support", "3"]))  # fmt: skip
     assert config.event_types is None and config.min_item_support == 3 and config.split == "time"
+
+
+def test_overrides_may_come_between_flags(split_files, tmp_path):
+    train, test, _ = split_files
+    out = tmp_path / "run"
+    argv = ["train", "n_epochs=1", "--format", "gru4rec", "--train", str(train), "--test",
+            str(test), "--no-progress", *TINY[:-1], "--out", str(out), "layers=12"]  # fmt: skip
+
+    assert cli.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["layers"] == [12]
+
+
+def _unchanged(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_out_never_replaces_a_file_and_is_checked_first(trained_run, split_files,
+                                                                  tmp_path, capsys):  # fmt: skip
+    _, test, _ = split_files
+    before = _unchanged(trained_run)
+    mine = tmp_path / "mine.json"
+    mine.write_text("keep me")
+
+    def evaluate(out, *extra):
+        return cli.main(["evaluate", "--run", str(trained_run), "--format", "gru4rec", "--test",
+                         str(test), "--out", str(out), *extra])  # fmt: skip
+
+    # The run's own results, even with --overwrite; an existing file; a folder
+    assert evaluate(trained_run / "results.json", "--overwrite") == 2
+    assert "run's own results.json" in capsys.readouterr().err
+    assert evaluate(mine) == 2 and "exists" in capsys.readouterr().err
+    assert evaluate(tmp_path) == 2
+    captured = capsys.readouterr()
+    assert "is a folder" in captured.err and "recall" not in captured.out  # refused before
+    assert mine.read_text() == "keep me" and _unchanged(trained_run) == before
+
+    assert evaluate(mine, "--overwrite") == 0
+    assert json.loads(mine.read_text())["n_test_events"] > 0
+
+
+def test_evaluating_on_mostly_unseen_items_warns(trained_run, tmp_path, capsys):
+    _, _, _, item_ids = load_run(trained_run)
+    a, b = int(item_ids[0]), int(item_ids[1])
+    rows = [(1, a, 1), (1, b, 2)] + [(2 + s, 900_000 + s * 10 + i, i) for s in range(3)
+                                     for i in range(3)]  # fmt: skip
+    test = tmp_path / "test.tsv"
+    test.write_text("SessionId\tItemId\tTime\n" + "".join(f"{s}\t{i}\t{t}\n" for s, i, t in rows))
+
+    status = cli.main(["evaluate", "--run", str(trained_run), "--format", "gru4rec", "--test",
+                       str(test)])  # fmt: skip
+
+    # 9 of the 11 events have unseen items: the metrics rest on the one remaining pair
+    err = capsys.readouterr().err
+    assert status == 0 and "warning: 9 test events" in err and "the 1 prediction events" in err
+
+
+def test_a_damaged_run_is_reported_without_a_traceback(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    latest = max((p for p in (run / "checkpoints").iterdir() if p.name.isdigit()),
+                 key=lambda p: int(p.name))  # fmt: skip
+    for f in (latest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:10])
+
+    status = cli.main(["recommend", "--run", str(run), "--session", str(load_item(run))])
+
+    err = capsys.readouterr().err
+    assert status == 2 and f"checkpoint {latest.name}" in err and "cannot be read" in err
+    assert "Traceback" not in err
+
+    (run / "config.json").write_text("{not json")
+    assert cli.main(["recommend", "--run", str(run), "--session", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is not a gru-jax run config" in err and "training stopped" not in err
+    (run / "items.npy").unlink()
+    shutil.copy(trained_run / "config.json", run / "config.json")
+    assert cli.main(["recommend", "--run", str(run), "--session", "1"]) == 2
+    assert "has no items.npy" in capsys.readouterr().err
+
+
+def load_item(run):
+    return int(np.load(run / "items.npy")[0])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "/no/such/folder"], "no such folder; write a dataset there"),
+        (["train", "--process-id", "1"], "process id 1 needs a coordinator"),
+        (
+            ["train", "--format", "gru4rec", "--train", "a.tsv", "--test-protocol", "sessions"],
+            "--test-protocol applies to srgnn",
+        ),
+        (["train", "--format", "gru4rec", "--train", "a.tsv", "./a.tsv"], "given twice"),
+        (
+            ["train", "--format", "diginetica", "--train", "a.csv", "--test-days", "-3"],
+            "test_days",
+        ),
+        (
+            [
+                "train",
+                "--format",
+                "gru4rec",
+                "--train",
+                "a.tsv",
+                "--split",
+                "leave_one_out",
+                "--test-days",
+                "7",
+            ],
+            "--test-days: a leave-one-out split has no time boundary",
+        ),
+        (["recommend", "--run", "r", "--session", "5,,7"], "has an empty item id"),
+        (
+            [
+                "evaluate",
+                "--run",
+                "r",
+                "--format",
+                "gru4rec",
+                "--test",
+                "t.tsv",
+                "--out",
+                "/no/such/dir/e.json",
+            ],
+            "does not exist",
+        ),
+    ],
+)
+def test_contradictory_or_impossible_flags_are_refused(argv, message, capsys, monkeypatch,
+                                                       tmp_path):  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # relative names (a.tsv, r) name nothing that exists
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and "Traceback" not in err

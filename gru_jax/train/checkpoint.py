@@ -15,6 +15,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back (truncated, deleted in part, not orbax's)."""
+
+
 class Checkpoints:
     """Numbered checkpoints under ``directory`` (the global step count is the number)."""
 
@@ -44,12 +48,19 @@ class Checkpoints:
         if number is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        restored = self._manager.restore(
-            number,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = self._manager.restore(
+                number,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # orbax and TensorStore raise many types for a damaged file
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CheckpointError(
+                f"checkpoint {number} in {self.directory} cannot be read ({reason}); delete "
+                f"{self.directory / str(number)} to go back to an earlier checkpoint, if any"
+            ) from e
         return restored.state, restored.meta
 
     def close(self) -> None:

@@ -64,7 +64,7 @@ def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, ch
     """Returns a jitted ``run(params, carry, batch) -> (carry, sums)`` over T steps."""
 
     def one_step(params, carry, batch):
-        inputs, targets, resets, mask, predict = batch
+        inputs, targets, resets, _mask, predict = batch
         carry = reset_carry(carry, resets)
         tables, _ = split_tables(params)
         model = spec.build(params)

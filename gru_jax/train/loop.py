@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -161,15 +162,21 @@ def initial_state(config: Config, model: GRU4Rec, params: dict, tx) -> TrainStat
     return TrainState(params, tx.init(params), carry, jnp.zeros((), jnp.int32))
 
 
-def read_run_config(run_dir: pathlib.Path) -> Config:
-    """The config a run directory was trained with (its config.json)."""
+def read_run_json(run_dir: pathlib.Path) -> tuple[Config, dict]:
+    """The config a run directory was trained with, and the whole of its config.json."""
     path = run_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a gru-jax run directory (no config.json)")
     try:
-        return Config().replace(**json.loads(path.read_text())["config"])
+        saved = json.loads(path.read_text())
+        return Config().replace(**saved["config"]), saved
     except (ValueError, KeyError, TypeError) as e:
-        raise TrainingError(f"{path} is not a gru-jax run config ({e})") from None
+        raise DataError(f"{path} is not a gru-jax run config ({e})") from None
+
+
+def read_run_config(run_dir: pathlib.Path) -> Config:
+    """The config a run directory was trained with (its config.json)."""
+    return read_run_json(run_dir)[0]
 
 
 @dataclasses.dataclass
@@ -216,24 +223,63 @@ RESUMABLE_CHANGES = frozenset(
 )  # fmt: skip
 
 
-def _check_resumable(out: pathlib.Path, config: Config, item_ids: np.ndarray) -> None:
-    """Refuses to resume a run directory whose checkpoints come from another config or data."""
-    saved = out / "config.json"
+# What `train` writes into a run directory; a folder holding any of them without a config.json
+# is not a run this call can continue.
+RUN_FILES = ("config.json", "items.npy", "metrics.jsonl", "results.json", "checkpoints",
+             "tensorboard")  # fmt: skip
+
+
+def data_fingerprint(log) -> str:
+    """A hash of a training log's sessions (item indices, offsets, times): resuming a run on
+    other data of the same catalogue must be refused, and the item ids alone cannot tell."""
+    digest = hashlib.sha256()
+    for array in (log.items, log.offsets, log.times):
+        if array is not None:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def check_run_directory(
+    out: pathlib.Path, config: Config, item_ids: np.ndarray, fingerprint: str
+) -> None:
+    """Refuses a run directory this run would damage: one of another config or other data, a
+    finished run whose checkpoints are gone, or a folder of other files with a run's names.
+
+    A directory of the same run continues: from its latest checkpoint, or from the start when
+    it stopped before its first one (its metrics lines are then logged again).
+    """
     if out.exists() and not out.is_dir():
         raise TrainingError(f"{out} exists and is not a directory; give a run directory")
-    ckpt = out / "checkpoints"
-    if not (saved.is_file() and ckpt.is_dir() and any(ckpt.iterdir())):
-        return  # nothing to resume (e.g. a run stopped by a NaN before its first checkpoint)
-    items_file = out / "items.npy"
-    if items_file.is_file():
-        before_items = np.load(items_file, allow_pickle=False)
-        if not np.array_equal(before_items, item_ids):
+    if not (out / "config.json").is_file():
+        present = [name for name in RUN_FILES if (out / name).exists()]
+        if present:
             raise TrainingError(
-                f"{out} holds checkpoints of a run on other data ({len(before_items)} items, "
-                f"now {len(item_ids)}); rerun on the same data to resume it, or give a new "
-                "output directory"
+                f"{out} holds {', '.join(present)} but no config.json, so it is not a gru-jax "
+                "run to continue; give a new output directory"
             )
-    before = read_run_config(out)
+        return
+    ckpt = out / "checkpoints"
+    has_checkpoints = ckpt.is_dir() and any(ckpt.iterdir())
+    if (out / "results.json").exists() and not has_checkpoints:
+        raise TrainingError(
+            f"{out} holds the results of a finished run but no checkpoint to continue it from; "
+            "give a new output directory"
+        )
+    items_file = out / "items.npy"
+    if not items_file.is_file():
+        raise TrainingError(
+            f"{out} has a config.json but no items.npy, so it is not a complete gru-jax run "
+            "directory; give a new output directory"
+        )
+    before, saved = read_run_json(out)
+    before_items = np.load(items_file, allow_pickle=False)
+    before_fingerprint = saved.get("train_fingerprint")
+    if not np.array_equal(before_items, item_ids) or before_fingerprint not in (None, fingerprint):
+        raise TrainingError(
+            f"{out} holds a run on other training data ({len(before_items)} items, now "
+            f"{len(item_ids)}; sessions {'the same' if before_fingerprint == fingerprint else 'differ'}"
+            "); rerun on the same data to continue it, or give a new output directory"
+        )
     changed = {
         key: (getattr(before, key), getattr(config, key))
         for key in config.to_dict()
@@ -242,8 +288,8 @@ def _check_resumable(out: pathlib.Path, config: Config, item_ids: np.ndarray) ->
     if changed:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         raise TrainingError(
-            f"{out} holds checkpoints of a run with another config ({listed}); rerun with the "
-            "same settings to resume it, or give a new output directory"
+            f"{out} holds a run with another config ({listed}); rerun with the same settings "
+            "to continue it, or give a new output directory"
         )
 
 
@@ -299,8 +345,9 @@ def train(
     if evaluate_test and dataset.test is not None:
         check_evaluable(dataset.test)  # before training, not after it
     item_ids = item_ids_for_saving(dataset.item_ids)
-    if out is not None:
-        _check_resumable(out, config, item_ids)  # before anything of the earlier run is replaced
+    fingerprint = data_fingerprint(dataset.train)
+    if out is not None:  # before anything of the earlier run is replaced
+        check_run_directory(out, config, item_ids, fingerprint)
 
     run = setup(config, dataset)
     spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
@@ -314,7 +361,7 @@ def train(
             f"{n_params:,}",
             par.num_devices,
             jax.devices()[0].device_kind,
-            par.mode,
+            f"data parallel: {par.mode}",
         )
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
@@ -322,38 +369,52 @@ def train(
     if out is not None and is_writer:
         out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
-    if checkpoints is not None and checkpoints.latest() is not None:
-        # Checkpoints hold global arrays: one written with N devices restores with M.
-        state, meta = checkpoints.restore(par.restore_target(state))
-        state = par.from_restored(state)
-        position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
-        earlier_seconds = float(meta.get("train_seconds", 0.0))  # of the interrupted runs
-        resumed_totals = (float(meta.get("epoch_loss_sum", 0.0)), int(meta.get("epoch_rows", 0)))
-        sampler.restore(meta["sampler"])
-        log.info(
-            "resuming from checkpoint %s (epoch %d, dispatch %d)",
-            checkpoints.latest(),
-            position["epoch"],
-            position["dispatch"],
-        )
-    else:
-        state = par.place_state(state)
-    if position["epoch"] > config.n_epochs or (
-        position["epoch"] == config.n_epochs and position["dispatch"] > 0
-    ):
-        raise TrainingError(
-            f"{out} was already trained past epoch {config.n_epochs} (its checkpoint is at epoch "
-            f"{position['epoch']}, dispatch {position['dispatch']}); ask for at least "
-            f"n_epochs={position['epoch'] + (position['dispatch'] > 0)}, or use a new directory"
-        )
+    try:
+        if checkpoints is not None and checkpoints.latest() is not None:
+            # Checkpoints hold global arrays: one written with N devices restores with M.
+            state, meta = checkpoints.restore(par.restore_target(state))
+            state = par.from_restored(state)
+            position = {"epoch": meta["epoch"], "dispatch": meta["dispatch"]}
+            earlier_seconds = float(meta.get("train_seconds", 0.0))  # of the interrupted runs
+            resumed_totals = (
+                float(meta.get("epoch_loss_sum", 0.0)),
+                int(meta.get("epoch_rows", 0)),
+            )
+            sampler.restore(meta["sampler"])
+            log.info(
+                "resuming from checkpoint %s (epoch %d, dispatch %d)",
+                checkpoints.latest(),
+                position["epoch"],
+                position["dispatch"],
+            )
+        else:
+            state = par.place_state(state)
+        if position["epoch"] > config.n_epochs or (
+            position["epoch"] == config.n_epochs and position["dispatch"] > 0
+        ):
+            raise TrainingError(
+                f"{out} was already trained past epoch {config.n_epochs} (its checkpoint is at epoch "
+                f"{position['epoch']}, dispatch {position['dispatch']}); ask for at least "
+                f"n_epochs={position['epoch'] + (position['dispatch'] > 0)}, or use a new directory"
+            )
+    except BaseException:  # a refused resume leaves no orbax thread behind
+        if checkpoints is not None:
+            checkpoints.close()
+        raise
     if out is not None and is_writer:  # only now: every check that may refuse the run is done
         write_json_atomic(
-            out / "config.json", {"config": config.to_dict(), "data": data_description or {}}
+            out / "config.json",
+            {
+                "config": config.to_dict(),
+                "data": data_description or {},
+                "train_fingerprint": fingerprint,
+            },
         )
         save_array_atomic(out / "items.npy", item_ids)
-        if checkpoints.latest() is not None:  # resumed: lines logged after the checkpoint
-            # are logged again by this run.
-            _truncate_metrics(out / "metrics.jsonl", par.step_count(state))
+        # Lines logged after the checkpoint (or by a run stopped before its first one) are
+        # logged again by this run.
+        _truncate_metrics(out / "metrics.jsonl", par.step_count(state))
+        log.info("run directory: %s", out)
     if par.mode != "none":
         log.info("data parallel: %s", par.describe())
 
@@ -506,6 +567,8 @@ def load_run(run_dir: str | pathlib.Path) -> tuple[Config, ModelSpec, dict, np.n
     """(config, spec, params, item_ids) of a finished or interrupted run directory."""
     run_dir = pathlib.Path(run_dir)
     config = read_run_config(run_dir)
+    if not (run_dir / "items.npy").is_file():
+        raise FileNotFoundError(f"{run_dir} has no items.npy: not a complete gru-jax run directory")
     item_ids = np.load(run_dir / "items.npy", allow_pickle=False)
     model = build_model(config, len(item_ids))
     spec, params = ModelSpec.split(model)

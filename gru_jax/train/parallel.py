@@ -95,6 +95,10 @@ def initialize(
     if coordinator is None:
         if num_processes not in (None, 1):
             raise ValueError("several processes need a coordinator address (HOST:PORT or auto)")
+        if process_id not in (None, 0):  # else process 1 would train alone and write results
+            raise ValueError(
+                f"process id {process_id} needs a coordinator address (HOST:PORT or auto)"
+            )
         return
     # CPU collectives across processes go through gloo (no effect on GPU or TPU devices).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -1,6 +1,8 @@
 """The training run: outputs, determinism, resume after an interruption, the NaN guard."""
 
+import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +141,70 @@ def test_a_training_split_without_pairs_is_refused(tmp_path):
     singles = SessionLog.from_sessions([[0], [1], [2]])
     with pytest.raises(DataError, match="nothing to learn from"):
         train(CONFIG, Dataset(singles, None, None, np.arange(3)), tmp_path, progress=False)
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resuming_on_other_sessions_of_the_same_items_is_refused(dataset, tmp_path):
+    # Given a run with checkpoints, and the same catalogue with its sessions' items shuffled
+    config = CONFIG.replace(n_epochs=1)
+    train(config, dataset, tmp_path, progress=False)
+    before = _files(tmp_path)
+    rng = np.random.default_rng(0)
+    shuffled = dataclasses.replace(
+        dataset,
+        train=dataclasses.replace(dataset.train, items=rng.permutation(dataset.train.items)),
+    )
+    assert np.array_equal(shuffled.item_ids, dataset.item_ids)
+
+    # When it is trained into the same directory, Then it is refused and nothing changes
+    with pytest.raises(TrainingError, match="other training data.*sessions differ"):
+        train(config.replace(n_epochs=2), shuffled, tmp_path, progress=False)
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("checkpoints", "results of a finished run but no checkpoint"),
+        ("items.npy", "no items.npy"),
+        ("config.json", "no config.json"),
+    ],
+)
+def test_a_damaged_run_directory_is_refused_and_kept(dataset, tmp_path, damage, message):
+    config = CONFIG.replace(n_epochs=1)
+    train(config, dataset, tmp_path, progress=False)
+    shutil.rmtree(tmp_path / damage) if damage == "checkpoints" else (tmp_path / damage).unlink()
+    before = _files(tmp_path)
+
+    with pytest.raises(TrainingError, match=message):
+        train(config, dataset, tmp_path, progress=False)
+    assert _files(tmp_path) == before
+
+
+def test_a_folder_of_other_files_with_a_run_file_name_is_refused(dataset, tmp_path):
+    (tmp_path / "results.json").write_text('{"mine": 1}')
+    with pytest.raises(TrainingError, match="results.json but no config.json"):
+        train(CONFIG, dataset, tmp_path, progress=False)
+    assert (tmp_path / "results.json").read_text() == '{"mine": 1}'
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_one_log(dataset, tmp_path):
+    # Given a run folder as a run stopped before any checkpoint leaves it (no checkpoint, no
+    # results, the metrics lines it logged)
+    config = CONFIG.replace(n_epochs=1)
+    train(config, dataset, tmp_path / "fresh", progress=False)
+    train(config, dataset, tmp_path / "run", progress=False)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    (tmp_path / "run" / "results.json").unlink()
+
+    # When the same command runs again, Then it trains from the start, logging every line once
+    train(config, dataset, tmp_path / "run", progress=False)
+
+    def logged(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [(r["epoch"], r.get("dispatch"), r["step"]) for r in map(json.loads, lines)]
+
+    assert logged("run") == logged("fresh")
