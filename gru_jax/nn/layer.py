@@ -210,10 +210,10 @@ class GRU(nnx.Module):
         if carry is None:
             return jnp.zeros(shape, jnp.float32)
         carry = jnp.asarray(carry)
+        given = tuple(carry.shape)
         if carry.ndim == 2 and self.num_layers == 1:
             carry = carry[None]
         if carry.shape != shape:
-            raise ValueError(
-                f"initial_carry must have shape (L, B, H) = {shape}, got {tuple(carry.shape)}"
-            )
+            one = f" or (B, H) = {shape[1:]}" if self.num_layers == 1 else ""
+            raise ValueError(f"initial_carry must have shape (L, B, H) = {shape}{one}, got {given}")
         return carry.astype(jnp.float32)

@@ -194,6 +194,8 @@ def test_bfloat16_compute_within_tolerance():
             r"mask must have shape \(T, B\)",
         ),
         ({}, {"initial_carry": jnp.zeros((3, 2, 6))}, "initial_carry must have shape"),
+        # the shape as given, not as reshaped for one layer
+        ({}, {"initial_carry": jnp.zeros((3, 2))}, r"or \(B, H\) = \(2, 6\), got \(3, 2\)$"),
     ],
 )
 def test_bad_call_arguments_say_what_is_wrong(make, call, message):
