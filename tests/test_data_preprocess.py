@@ -5,6 +5,8 @@ The main check re-implements GRU4Rec's recipe independently with pandas (written
 by every step and the resulting arrays on ../shared/data/diginetica_sample.
 """
 
+import re
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -167,7 +169,7 @@ def test_iterative_filter_runs_until_nothing_changes():
     events = pl.DataFrame(
         {"session": [1, 1, 2, 2, 3, 3], "item": list("ACABBB"), "time": range(6)}
     ).with_columns(pl.col("time").cast(pl.Float64))
-    common = {"min_item_support": 2, "split_time": 1e9}
+    common = {"min_item_support": 2, "test_days": 0}  # no test split: every event in train
 
     once = preprocess(events, PreprocessConfig(iterative_filter=False, **common))
     until_stable = preprocess(events, PreprocessConfig(**common))
@@ -176,7 +178,7 @@ def test_iterative_filter_runs_until_nothing_changes():
     assert until_stable.stats["filter_rounds"] == 3 and until_stable.item_ids.tolist() == ["B"]
     assert until_stable.stats["removed_item_support"] == 2
     assert until_stable.stats["removed_short_sessions"] == 2
-    assert until_stable.train.n_sessions == 1 and until_stable.test.n_sessions == 0
+    assert until_stable.train.n_sessions == 1 and until_stable.test is None
 
 
 def test_split_time_and_unseen_test_items_kept():
@@ -186,10 +188,121 @@ def test_split_time_and_unseen_test_items_kept():
     keep = PreprocessConfig(min_item_support=1, split_time=10.0, drop_unseen_test_items=False)
     ds = preprocess(events, keep)
     assert ds.test.items.tolist() == [0, -1] and ds.stats["removed_test_unseen_items"] == 0
+    # Dropping item 9 leaves [1], too short: no test session is left, and the error says why.
     drop = PreprocessConfig(min_item_support=1, split_time=10.0)
-    ds = preprocess(events, drop)
-    assert ds.test.n_events == 0 and ds.stats["removed_test_unseen_items"] == 1
-    assert ds.stats["removed_test_short_sessions"] == 1
+    with pytest.raises(
+        DataError,
+        match=r"^the test split is empty: step 7 removed all 2 events of its 1 session\(s\) "
+        r"\(1 of items unseen in training, then 1 of sessions shorter than "
+        r"min_session_length=2\)$",
+    ):
+        preprocess(events, drop)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("test_days", -3, "test_days must be >= 0, got -3"),
+        ("valid_days", -0.5, "valid_days must be >= 0, got -0.5"),
+        ("valid_days", float("nan"), "valid_days must be >= 0, got nan"),
+        ("session_gap", 0, "session_gap must be > 0, got 0"),
+        ("min_item_support", 0, "min_item_support must be >= 1, got 0"),
+        ("min_session_length", 0, "min_session_length must be >= 1, got 0"),
+        ("min_session_length", -2, "min_session_length must be >= 1, got -2"),
+    ],
+)
+def test_config_names_the_field_and_value_out_of_range(field, value, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        PreprocessConfig(**{field: value})
+    PreprocessConfig(min_item_support=1, min_session_length=1)  # 1 keeps everything: legal
+
+
+def _three_sessions(last_length: float = 5.0) -> pl.DataFrame:
+    """Sessions [1, 2] on day 0, [1, 2, 3] on day 1, [1, 2] on day 2 (``last_length`` s long)."""
+    return pl.DataFrame(
+        {
+            "session": [1, 1, 2, 2, 2, 3, 3],
+            "item": [1, 2, 1, 2, 3, 1, 2],
+            "time": [0.0, 100.0, DAY, DAY + 10, DAY + 20, 2 * DAY, 2 * DAY + last_length],
+        }
+    )
+
+
+def test_test_days_zero_means_no_test_split():
+    # Given the three sessions; when test_days is 0 (as valid_days=0 means no validation),
+    ds = preprocess(_three_sessions(), PreprocessConfig(min_item_support=1, test_days=0))
+
+    # then every event is in train and there is no test set.
+    assert ds.test is None and ds.valid is None
+    assert ds.item_ids[ds.train.items].tolist() == [1, 2, 1, 2, 3, 1, 2]
+    assert ds.train.lengths.tolist() == [2, 3, 2]
+    assert ds.stats["split_time"] is None and ds.stats["n_test_sessions"] == 0
+
+    # With valid_days the validation boundary is one day before the last event (DAY + 5):
+    # day 2's session is validation, day 1's is cut to one event and dropped.
+    ds = preprocess(
+        _three_sessions(), PreprocessConfig(min_item_support=1, test_days=0, valid_days=1)
+    )
+    assert ds.test is None and ds.stats["valid_split_time"] == DAY + 5
+    assert ds.item_ids[ds.valid.items].tolist() == [1, 2]
+    assert ds.item_ids[ds.train.items].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            {"split_time": 3 * DAY},
+            (
+                "the test split is empty: no session starts at or after split_time=259200; "
+                "the last session starts at 172800.0"
+            ),
+        ),
+        (
+            # The last session lasts 30000 s, longer than the 21600 s of test_days=0.25.
+            {"test_days": 0.25},
+            (
+                "the test split is empty: no session starts at or after 181200.0 (max time "
+                "202800.0 - test_days=0.25); the last session starts at 172800.0"
+            ),
+        ),
+        (
+            # Test from 202800 - DAY = 116400; validation from 21600 s before: day 1's session
+            # starts at 86400, before it.
+            {"valid_days": 0.25},
+            (
+                "the validation split is empty: no session starts at or after 94800.0 (test split "
+                "116400.0 - valid_days=0.25); the last session starts at 86400.0"
+            ),
+        ),
+        (
+            # No test split: validation from 21600 s before the last event.
+            {"test_days": 0, "valid_days": 0.25},
+            (
+                "the validation split is empty: no session starts at or after 181200.0 (max "
+                "time 202800.0 - valid_days=0.25); the last session starts at 172800.0"
+            ),
+        ),
+        (
+            {"split_time": -1},
+            (
+                "the training split is empty: no session of 2+ events before the test split at "
+                "-1; check test_days/split_time"
+            ),
+        ),
+    ],
+    ids=[
+        "split-time-after-the-last-session",
+        "test-days-within-the-last-session",
+        "valid",
+        "valid-without-test",
+        "train",
+    ],
+)
+def test_an_empty_split_says_why(options, message):
+    config = PreprocessConfig(min_item_support=1, **options)
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        preprocess(_three_sessions(last_length=30_000.0), config)
 
 
 def test_leave_one_out():

@@ -5,6 +5,7 @@ Expected counts are the measured statistics in each dataset's SOURCE.md.
 
 import datetime
 import pickle
+import re
 
 import numpy as np
 import polars as pl
@@ -414,3 +415,100 @@ def test_otto_type_errors_name_the_line(tmp_path, second_line, message):
     path.write_text(first + "\n" + second_line + "\n")
     with pytest.raises(DataError, match=message):
         read_events("otto", path)
+
+
+# -------------------------------------------------------------------------------------------
+# Separators, and ids that stand for missing values.
+# -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separator", ["\t", "\\t", "tab", "TAB"])
+def test_a_tab_separator_as_users_type_it(tmp_path, separator):
+    path = tmp_path / "events.tsv"
+    path.write_text("s\ti\tt\n1\t5\t10\n1\t6\t20\n")
+    df = read_events("csv", path, session="s", item="i", time="t", separator=separator)
+    assert df.rows() == [(1, 5, 10.0), (1, 6, 20.0)]
+
+
+@pytest.mark.parametrize("separator", [";;", "", "é", "\n", '"'])
+def test_an_unusable_separator_is_refused_before_reading(tmp_path, separator):
+    # The file does not exist: the separator is refused before any file is opened.
+    with pytest.raises(DataError, match=f"^separator {re.escape(repr(separator))} must be one"):
+        read_events("csv", tmp_path / "nope.csv", session="s", item="i", time="t",
+                    separator=separator)  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "NA", " null ", "None", "N/A", "<NA>", " "])
+@pytest.mark.parametrize("column", ["SessionId", "ItemId"])
+def test_missing_value_markers_as_ids_name_file_line_column_and_value(tmp_path, column, value):
+    rows = [{"SessionId": "1", "ItemId": "5", "Time": "100"} for _ in range(3)]
+    rows[1][column] = value  # line 3 of the file
+    path = tmp_path / "events.tsv"
+    path.write_text(HEADER + "".join("\t".join(r.values()) + "\n" for r in rows))
+    # "NaN" alone in a column makes polars read it as a float column: its value is then nan.
+    shown = "nan" if value == "NaN" else repr(value)
+    with pytest.raises(
+        DataError,
+        match=rf"^{re.escape(str(path))}:3: missing value {re.escape(shown)} in column "
+        rf"'{column}' \(NaN, NA, null, None or blank is not an id\)$",
+    ):
+        read_events("gru4rec", path)
+
+
+def test_missing_value_marker_after_the_inferred_rows_of_integer_ids(tmp_path):
+    # 20,000 integer ids then "nan": polars' inferred int64 column fails, the text re-read finds it.
+    path = tmp_path / "events.csv"
+    rows = "".join(f"{i // 2},{i},{i}\n" for i in range(20_000)) + "7,nan,5\n"
+    path.write_text("sess,item,ts\n" + rows)
+    with pytest.raises(DataError, match=r"events.csv:20002: missing value 'nan' in column 'item'"):
+        read_events("csv", path, session="sess", item="item", time="ts")
+
+
+def test_ids_that_only_contain_a_marker_are_kept(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("s,i,t\nnano,banana,1\nnano,NA1,2\nnano,none-of-them,3\n")
+    df = read_events("csv", path, session="s", item="i", time="t")
+    assert df["item"].to_list() == ["banana", "NA1", "none-of-them"]
+
+
+def test_empty_id_field_is_still_a_missing_value(tmp_path):
+    path = tmp_path / "events.tsv"
+    path.write_text(HEADER + "1\t5\t100\n1\t\t160\n")
+    with pytest.raises(
+        DataError, match=r"events.tsv:3: missing value in column 'ItemId' \(truncated line"
+    ):
+        read_events("gru4rec", path)
+
+
+def test_missing_value_markers_in_diginetica_and_recbole(tmp_path):
+    views = tmp_path / "views.csv"
+    views.write_text(
+        "session_id;user_id;item_id;timeframe;eventdate\n"
+        "1;NA;5;10;2016-05-09\n1;NA;null;20;2016-05-09\n"
+    )  # a user of NA is no user; an item of null is refused
+    with pytest.raises(DataError, match=r"views.csv:3: missing value 'null' in column 'item_id'"):
+        read_events("diginetica", views)
+    inter = tmp_path / "x.inter"
+    inter.write_text("user_id:token\titem_id:token\ttimestamp:float\nNone\t2\t1\n")
+    with pytest.raises(
+        DataError, match=r"x.inter:2: missing value 'None' in column 'user_id:token'"
+    ):
+        read_events("recbole", inter)
+
+
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("ItemId", [1.0, None, 2.0], r":2: missing value in column 'ItemId' \(null\)$"),
+        ("ItemId", [1.0, 2.0, float("nan")], r":3: missing value nan in column 'ItemId'"),
+        ("SessionId", ["a", "None", "b"], r":2: missing value 'None' in column 'SessionId'"),
+    ],
+    ids=["null", "float-nan", "string-marker"],
+)
+def test_parquet_missing_ids_name_the_users_column(tmp_path, column, values, message):
+    frame = {"SessionId": ["a", "a", "b"], "ItemId": [1.0, 2.0, 3.0], "Time": [1.0, 2.0, 3.0]}
+    path = tmp_path / "events.parquet"
+    pl.DataFrame(frame | {column: values}).write_parquet(path)
+    with pytest.raises(DataError, match=message) as info:
+        read_events("parquet", path, session="SessionId", item="ItemId", time="Time")
+    assert "events.parquet" in str(info.value) and "truncated line" not in str(info.value)

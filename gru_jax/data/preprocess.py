@@ -11,7 +11,10 @@ Follows ``hidasib/gru4rec_third_party_comparison:*_preproc.py`` (summarised in
 6. time split: sessions starting at or after ``t_split = max_time - test_days`` are the test set;
    train keeps the events before ``t_split`` (sessions crossing it are cut), then drops sessions
    shorter than 2. With ``valid_days`` the same split inside train gives train/validation;
+   ``test_days=0`` (without ``split_time``) means no test set, as ``valid_days=0`` means no
+   validation set;
 7. drop test (validation) events whose item is not in train, then sessions shorter than 2.
+   A test (validation) set left empty by steps 6-7 is an error that says why.
 
 ``split="leave_one_out"`` replaces steps 6-7 by the per-user protocol of SASRec/S3-Rec: last item
 test, second last validation, the rest train (sequences shorter than 3 all go to train).
@@ -47,7 +50,8 @@ class PreprocessConfig:
     session_gap: float = 3600.0
     # 4. Remove consecutive repeats of the same item within a session.
     dedupe: bool = False
-    # 5. Minimum number of events of an item, and of a session (test sessions too, step 7).
+    # 5. Minimum number of events of an item, and of a session (test sessions too, step 7);
+    #    1 keeps every item (session).
     min_item_support: int = 5
     min_session_length: int = 2
     # 5. Repeat the two filters until nothing changes (False: one pass, as the RSC15 script).
@@ -55,10 +59,12 @@ class PreprocessConfig:
     # 6. "time" (GRU4Rec) or "leave_one_out" (per-user: last item test, second last validation).
     split: str = "time"
     # 6. Days at the end of the log that form the test set; 7 for RetailRocket and Diginetica.
+    #    0 means no test split (test is None): every event goes to train (and validation).
     test_days: float = 1.0
     # 6. Days before the test boundary that form the validation set; 0 means no validation split.
     valid_days: float = 0.0
-    # 6. Fixed test boundary (Unix seconds) instead of max_time - test_days.
+    # 6. Fixed test boundary (Unix seconds) instead of max_time - test_days (test_days is then
+    #    ignored, 0 included).
     split_time: float | None = None
     # 7. Drop test/validation events whose item is not in train (False keeps them as item -1).
     drop_unseen_test_items: bool = True
@@ -68,8 +74,16 @@ class PreprocessConfig:
             raise ValueError(f"split must be 'time' or 'leave_one_out', got {self.split!r}")
         if self.event_types is not None:
             self.event_types = tuple(self.event_types)
-        if self.test_days < 0 or self.valid_days < 0 or self.session_gap <= 0:
-            raise ValueError("test_days and valid_days must be >= 0, session_gap > 0")
+        # `not x >= 0` also refuses NaN, which `x < 0` lets through.
+        for name in ("test_days", "valid_days"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.session_gap > 0:
+            raise ValueError(f"session_gap must be > 0, got {self.session_gap!r}")
+        # 0 or less would silently filter as 1 does (nothing); no session has 0 events.
+        for name in ("min_item_support", "min_session_length"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,14 +290,56 @@ def _index(items_in_train: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.nda
     return known, dense
 
 
+def _check_held_out(
+    name: str, held: _Events, kept: _Events, counts: dict, config: PreprocessConfig
+) -> None:
+    """Raises DataError when step 7 removed every event of the held-out split ``name``."""
+    if len(kept):
+        return
+    n_sessions = int(np.count_nonzero(np.r_[True, held.sid[1:] != held.sid[:-1]]))
+    unseen = f"{counts['removed_unseen_items']} of items unseen in training, then "
+    raise DataError(
+        f"the {name} split is empty: step 7 removed all {len(held)} events of its {n_sessions} "
+        f"session(s) ({unseen if config.drop_unseen_test_items else ''}"
+        f"{counts['removed_short']} of sessions shorter than "
+        f"min_session_length={config.min_session_length})"
+    )
+
+
+def _no_session_after(name: str, boundary: str, ev: _Events) -> DataError:
+    """The error for a held-out split that no session starts in."""
+    last_start = float(ev.session_start_times().max())
+    return DataError(
+        f"the {name} split is empty: no session starts at or after {boundary}; the last session "
+        f"starts at {last_start!r}"
+    )
+
+
 def _split_by_time(ev: _Events, raw_items: np.ndarray, config: PreprocessConfig, stats: dict):
     if ev.time is None:
         raise DataError("a time split needs timestamps; use split='leave_one_out'")
     t_max = float(ev.time.max())
     t_split = config.split_time if config.split_time is not None else t_max - config.test_days * DAY
-    train, test, counts = _time_cut(ev, t_split, config.min_session_length)
+    has_test = config.split_time is not None or config.test_days > 0  # test_days=0: no test
+    if has_test:
+        train, test, counts = _time_cut(ev, t_split, config.min_session_length)
+        if not len(test):
+            raise _no_session_after(
+                "test",
+                f"split_time={t_split!r}"
+                if config.split_time is not None
+                else f"{t_split!r} (max time {t_max!r} - test_days={config.test_days!r})",
+                ev,
+            )
+        if not len(train):  # also before the validation split looks for sessions in it
+            raise DataError(
+                f"the training split is empty: no session of {config.min_session_length}+ "
+                f"events before the test split at {t_split!r}; check test_days/split_time"
+            )
+    else:
+        train, test, counts = ev, None, {"removed_cut_at_split": 0, "removed_short": 0}
     stats.update(
-        split_time=t_split,
+        split_time=t_split if has_test else None,
         removed_train_cut_at_split=counts["removed_cut_at_split"],
         removed_train_short_sessions=counts["removed_short"],
     )
@@ -292,7 +348,12 @@ def _split_by_time(ev: _Events, raw_items: np.ndarray, config: PreprocessConfig,
     known_full, dense = _index(_present(train.item, len(raw_items)), len(raw_items))
     if config.valid_days > 0:
         v_split = t_split - config.valid_days * DAY
-        train, valid, counts = _time_cut(train, v_split, config.min_session_length)
+        before_valid = train
+        train, held, counts = _time_cut(train, v_split, config.min_session_length)
+        if not len(held):
+            base = "test split" if has_test else "max time"
+            boundary = f"{v_split!r} ({base} {t_split!r} - valid_days={config.valid_days!r})"
+            raise _no_session_after("validation", boundary, before_valid)
         stats.update(
             valid_split_time=v_split,
             removed_train_cut_at_valid_split=counts["removed_cut_at_split"],
@@ -300,19 +361,24 @@ def _split_by_time(ev: _Events, raw_items: np.ndarray, config: PreprocessConfig,
         )
         known_tr = np.zeros(len(raw_items), dtype=bool)
         known_tr[train.item] = True
-        valid, counts = _drop_unseen(valid, known_tr, config)
+        valid, counts = _drop_unseen(held, known_tr, config)
+        _check_held_out("validation", held, valid, counts, config)
         stats.update(
             removed_valid_unseen_items=counts["removed_unseen_items"],
             removed_valid_short_sessions=counts["removed_short"],
         )
-    test, counts = _drop_unseen(test, known_full, config)
+    counts = {"removed_unseen_items": 0, "removed_short": 0}
+    if test is not None:
+        held = test
+        test, counts = _drop_unseen(held, known_full, config)
+        _check_held_out("test", held, test, counts, config)
     stats.update(
         removed_test_unseen_items=counts["removed_unseen_items"],
         removed_test_short_sessions=counts["removed_short"],
     )
     return Dataset(
         train=_to_log(train, dense),
-        test=_to_log(test, dense),
+        test=None if test is None else _to_log(test, dense),
         valid=None if valid is None else _to_log(valid, dense),
         item_ids=raw_items[known_full],
         stats=stats,

@@ -10,7 +10,9 @@ Every reader returns the same event table, one row per event, in file order:
   ``type``     event type (optional string),
   ``split``    "train" / "test" for published benchmark splits (srgnn only).
 
-Malformed input raises `DataError` naming the file, the line where it can be found, and the problem.
+Malformed input raises `DataError` naming the file, the line where it can be found, and the problem;
+so does a session, user or item id that stands for a missing value (empty, ``nan``, ``NA``,
+``null``, ``None``, a float NaN), which would otherwise become an ordinary id.
 `read_events(format, paths, **options)` dispatches by format name; `FORMATS` lists them.
 """
 
@@ -34,7 +36,13 @@ PathLike = os.PathLike | str
 Paths = PathLike | Sequence[PathLike]
 
 _TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+# How users spell a tab: '\t' arrives from a shell as backslash + t, not as a tab.
+_SEPARATOR_ALIASES = {"\\t": "\t", "tab": "\t"}
+# What pandas and other tools write for a missing value (any case, padded), or a blank field;
+# read as an id it would silently become an item or a session.
+_MISSING_ID = r"(?i)^\s*(?:nan|na|n/a|<na>|null|none)?\s*$"
 _PL_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.ComputeError)
+_ID_KEYS = ("session", "user", "item")  # event-table columns checked by `_check_ids`
 
 
 def _as_paths(paths: Paths) -> list[pathlib.Path]:
@@ -60,6 +68,19 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Delimited text (GRU4Rec TSV, CSV, Diginetica, RecBole).
 # ---------------------------------------------------------------------------------------------
+
+
+def _field_separator(separator: str) -> str:
+    """The separator as polars takes it: one byte, i.e. one ASCII character; '\\t' (as typed in
+    a shell) and 'tab' mean a tab. Raises DataError before any file is read."""
+    sep = _SEPARATOR_ALIASES.get(separator.lower(), separator) if isinstance(separator, str) else ""
+    # A quote or a line break is a single byte too, but it cannot separate fields.
+    if len(sep) != 1 or not sep.isascii() or sep in '"\r\n':
+        raise DataError(
+            f"separator {separator!r} must be one ASCII character other than a quote or a line "
+            "break (write '\\t' or 'tab' for a tab)"
+        )
+    return sep
 
 
 def _header(path: pathlib.Path, separator: str) -> list[str]:
@@ -88,16 +109,50 @@ def _check_numeric(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str])
             )
 
 
-def _check_complete(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
-    """Raises DataError at the first missing value (a truncated line or an empty field)."""
+def _check_complete(
+    path: pathlib.Path,
+    df: pl.DataFrame,
+    columns: Sequence[str],
+    first_line: int,
+    cause: str = "truncated line or empty field",
+):
+    """Raises DataError at the first missing value; ``cause`` says how a null arises in the
+    format (text: a truncated line or an empty field)."""
     for col in columns:
         if df[col].null_count():
             row = int(df[col].is_null().arg_max())
             raise data_error(
-                path,
-                f"missing value in column {col!r} (truncated line or empty field)",
-                line=row + first_line,
+                path, f"missing value in column {col!r} ({cause})", line=row + first_line
             )
+
+
+def _check_ids(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
+    """Raises DataError at the first id of ``columns`` that stands for a missing value: a string
+    such as 'nan', 'NA', 'null' or 'None' (see `_MISSING_ID`), or a float NaN or infinity.
+
+    Runs after `_check_complete` (no nulls left). One vectorised pass per string or float
+    column; integer columns cannot hold such values and are skipped.
+    """
+    for col in columns:
+        s = df[col]
+        if isinstance(s.dtype, (pl.Categorical, pl.Enum)):
+            s = s.cast(pl.String)
+        if s.dtype == pl.String:
+            bad = s.str.contains(_MISSING_ID)
+        elif s.dtype.is_float():
+            bad = ~s.is_finite()
+        else:
+            continue
+        if bad.any():
+            row = int(bad.arg_max())
+            value = s[row]
+            problem = (
+                f"value {value!r} in column {col!r} is not a finite number"
+                if isinstance(value, float) and not np.isnan(value)
+                else f"missing value {value!r} in column {col!r} (NaN, NA, null, None or blank "
+                "is not an id)"
+            )
+            raise data_error(path, problem, line=row + first_line)
 
 
 def _check_finite(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
@@ -121,9 +176,11 @@ def _read_delimited(
     columns: Sequence[str],
     numeric: Sequence[str],
     optional: Sequence[str] = (),
+    ids: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Reads ``columns`` (which must be complete) and ``optional`` columns (which may have empty
-    fields) of a headed delimited file in one pass; ``numeric`` ones as float64.
+    fields) of a headed delimited file in one pass; ``numeric`` ones as float64. The ``ids``
+    columns must not hold missing-value markers such as 'nan' (see `_check_ids`).
 
     The fast path lets polars infer id types; on a parse error the file is read again as text to
     find the offending line (ids of mixed type are then kept as strings).
@@ -149,6 +206,7 @@ def _read_delimited(
         raise data_error(path, "no data rows after the header")
     _check_complete(path, df, columns, first_line=2)
     _check_finite(path, df, numeric, first_line=2)
+    _check_ids(path, df, ids, first_line=2)
     return df
 
 
@@ -230,18 +288,22 @@ def read_csv(
       paths: one or more files (read in order and concatenated).
       item, time, session, user, type: names of the source columns; at least one of ``session``
         and ``user`` is required. ``time`` may be None (no timestamps).
-      separator: field separator (``"\\t"`` for TSV).
+      separator: field separator, one ASCII character (``"\\t"`` for TSV; the two characters
+        ``\\t`` as typed in a shell, and ``tab``, also mean a tab).
       time_unit: unit of a numeric time column (s, ms, us, ns).
       time_format: strptime format for a time column holding date strings.
     """
     if session is None and user is None:
         raise ValueError("a session or a user column is required")
+    separator = _field_separator(separator)
     mapping = {"session": session, "user": user, "item": item, "time": time, "type": type}
     mapping = {k: v for k, v in mapping.items() if v is not None}
     numeric = [time] if time is not None and time_format is None else []
+    columns = list(dict.fromkeys(mapping.values()))
+    ids = list(dict.fromkeys(v for k, v in mapping.items() if k in _ID_KEYS))
     frames = []
     for path in _as_paths(paths):
-        df = _read_delimited(path, separator, list(dict.fromkeys(mapping.values())), numeric)
+        df = _read_delimited(path, separator, columns, numeric, ids=ids)
         out = {k: df[v].alias(k) for k, v in mapping.items() if k not in ("time", "type")}
         if time is not None:
             out["time"] = _time_seconds(path, df, time, time_unit, time_format)
@@ -303,7 +365,8 @@ def read_diginetica(paths: Paths) -> pl.DataFrame:
                 _require_columns(path, header, variants[:1])
         required = [names[k] for k in names if k != "user"]
         optional = [names["user"]] if "user" in names else []
-        df = _read_delimited(path, ";", required, ["timeframe"], optional)
+        ids = [names["session"], names["item"]]  # a user of "NA" is no user (below)
+        df = _read_delimited(path, ";", required, ["timeframe"], optional, ids=ids)
         df = df.rename({v: k for k, v in names.items()})
         date = df["eventdate"].cast(pl.String).str.to_date("%Y-%m-%d", strict=False)
         if date.null_count():
@@ -342,7 +405,9 @@ def read_recbole(
         want = {k: v for k, v in want.items() if v is not None}
         _require_columns(path, list(bare), list(want.values()))
         src = {k: bare[v] for k, v in want.items()}
-        df = _read_delimited(path, "\t", list(src.values()), [src["time"]] if "time" in src else [])
+        numeric = [src["time"]] if "time" in src else []
+        ids = [v for k, v in src.items() if k in _ID_KEYS]
+        df = _read_delimited(path, "\t", list(src.values()), numeric, ids=ids)
         out = {k: df[v].alias(k) for k, v in src.items() if k != "time"}
         out["time"] = (
             _time_seconds(path, df, src["time"], time_unit, None)
@@ -385,8 +450,14 @@ def read_parquet(
             or isinstance(df[time].dtype, pl.Datetime)
         ):
             raise data_error(path, f"column {time!r} has non-numeric type {df[time].dtype}")
+        if df.height == 0:
+            raise data_error(path, "no rows")
+        # Checked under the file's column names; Parquet rows count from 1.
+        _check_complete(path, df, df.columns, first_line=1, cause="null")
         if time is not None:
-            _check_finite(path, df, [time], first_line=1)  # Parquet rows count from 1
+            _check_finite(path, df, [time], first_line=1)
+        ids = list(dict.fromkeys(v for k, v in mapping.items() if k in _ID_KEYS))
+        _check_ids(path, df, ids, first_line=1)
         out = {k: df[v].alias(k) for k, v in mapping.items() if k not in ("time", "type")}
         out["time"] = (
             _time_seconds(path, df, time, time_unit, None)
@@ -395,11 +466,7 @@ def read_parquet(
         )
         if type is not None:
             out["type"] = df[type].cast(pl.String).alias("type")
-        df = pl.DataFrame(out)
-        if df.height == 0:
-            raise data_error(path, "no rows")
-        _check_complete(path, df, [c for c in df.columns if c != "time" or time], first_line=1)
-        frames.append(df)
+        frames.append(pl.DataFrame(out))
     return _concat(frames)
 
 
