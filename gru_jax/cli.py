@@ -277,10 +277,14 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     dataset.save(out)
     write_json_atomic(out / "stats.json", {**dataset.stats, **dataset.summary()})
     s = dataset.summary()
+    test = (
+        "no test split"
+        if dataset.test is None
+        else f"test {s['n_test_events']} events / {s['n_test_sessions']} sessions"
+    )
     print(
         f"wrote {out}: {s['n_items']} items; train {s['n_train_events']} events / "
-        f"{s['n_train_sessions']} sessions; test {s['n_test_events']} events / "
-        f"{s['n_test_sessions']} sessions"
+        f"{s['n_train_sessions']} sessions; {test}"
     )
     return 0
 

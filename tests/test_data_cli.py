@@ -97,3 +97,47 @@ def test_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["preprocess", "--format", "xml", "--out", str(tmp_path)])
     assert info.value.code == 2
+
+
+def test_preprocess_replaces_a_dataset_only_with_overwrite_and_never_a_run(tmp_path, capsys):
+    out = tmp_path / "prep"
+    args = ["preprocess", "--format", "synthetic", "--out", str(out)]
+    assert cli.main([*args, "--seed", "1"]) == 0
+    first = (out / "arrays.npz").read_bytes()
+
+    assert cli.main([*args, "--seed", "2"]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
+    assert (out / "arrays.npz").read_bytes() == first
+
+    assert cli.main([*args, "--seed", "2", "--overwrite"]) == 0
+    assert (out / "arrays.npz").read_bytes() != first
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert cli.main(["preprocess", "--format", "synthetic", "--out", str(run), "--overwrite"]) == 2
+    assert "training run's folder" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "synthetic", "--input", "x.csv"], "leave out --input"),
+        (["--format", "synthetic", "--dedupe"], "--dedupe: the preprocessing recipe does not run"),
+        (["--format", "srgnn", "--input", "d", "--test-days", "3"], "an srgnn split is used"),
+        (
+            ["--format", "gru4rec", "--input", "a.tsv", "--test-protocol", "sessions"],
+            "--test-protocol applies to srgnn",
+        ),  # fmt: skip
+        (
+            ["--format", "gru4rec", "--input", "a.tsv", "--min-session-length", "0"],
+            "min_session_length must be >= 1, got 0",
+        ),  # fmt: skip
+    ],
+)
+def test_flags_that_do_not_apply_are_refused(tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    assert cli.main(["preprocess", *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not out.exists()

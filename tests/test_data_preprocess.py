@@ -17,6 +17,7 @@ from gru_jax.data import (
     Dataset,
     PreprocessConfig,
     SessionLog,
+    dataset_from_files,
     dataset_from_pairs,
     load_dataset,
     preprocess,
@@ -161,6 +162,26 @@ def test_event_types_filter(shared_data):
     assert ds.stats["removed_event_type"] == 62  # carts and orders
     with pytest.raises(DataError, match="no events of types"):
         load_dataset("otto", path, config=PreprocessConfig(event_types=("purchase",)))
+
+
+def test_event_types_asked_for_on_events_without_types_are_refused():
+    events = pl.DataFrame({"session": [1, 1], "item": [1, 2], "time": [0.0, 1.0]})
+    with pytest.raises(DataError, match=r"event_types \['purchase'\] asked for.*no type column"):
+        preprocess(events, PreprocessConfig(event_types=("purchase",)))
+
+
+def test_given_sequence_files_make_one_session_per_user(tmp_path):
+    # Per-user sequences have no timestamps: each line (user) is one session, in file order.
+    (tmp_path / "train.txt").write_text("1 10 11 12\n2 11 12\n3 12 10 13\n")
+    (tmp_path / "test.txt").write_text("4 10 12\n")
+
+    ds = dataset_from_files("sequences", tmp_path / "train.txt", tmp_path / "test.txt")
+
+    def raw(log):
+        return [ds.item_ids[log.session(s)].tolist() for s in range(log.n_sessions)]
+
+    assert raw(ds.train) == [[10, 11, 12], [11, 12], [12, 10, 13]]
+    assert raw(ds.test) == [[10, 12]]
 
 
 def test_iterative_filter_runs_until_nothing_changes():

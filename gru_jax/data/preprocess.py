@@ -44,7 +44,8 @@ DEFAULT_EVENT_TYPES = ("click", "clicks", "view", "views", "detail", "pageview")
 class PreprocessConfig:
     """Options of the preprocessing recipe (step numbers as in the module docstring)."""
 
-    # 1. Event types to keep; None keeps all. Ignored when the event table has no `type` column.
+    # 1. Event types to keep; None keeps all. The default is ignored when the event table has no
+    # `type` column; other types are then refused.
     event_types: tuple[str, ...] | None = DEFAULT_EVENT_TYPES
     # 2. Idle gap in seconds that starts a new session when the source has users but no sessions.
     session_gap: float = 3600.0
@@ -100,6 +101,12 @@ def _check_table(events: pl.DataFrame) -> None:
 
 
 def _filter_types(events: pl.DataFrame, config: PreprocessConfig, stats: dict) -> pl.DataFrame:
+    if "type" not in events.columns and config.event_types not in (None, DEFAULT_EVENT_TYPES):
+        # Asked for by name, so ignoring it would silently keep events the user meant to drop.
+        raise DataError(
+            f"event_types {list(config.event_types)} asked for, but these events have no type "
+            "column (give a type column, or leave event_types at its default)"
+        )
     if "type" not in events.columns or config.event_types is None:
         stats["removed_event_type"] = 0
         return events
@@ -551,11 +558,18 @@ def dataset_from_files(
         logs["test"] = read_events(format, test, **reader_options)
     frames = {}
     for name, events in logs.items():
+        paths = test if name == "test" else train
         if events.height == 0:
-            raise DataError(
-                f"the {name} file(s) {test if name == 'test' else train} hold no events"
+            raise DataError(f"the {name} file(s) {paths} hold no events")
+        # Without timestamps (per-user sequences) each user's events, in file order, are one
+        # session: there is no idle gap to cut at.
+        untimed = events["time"].null_count() == events.height
+        try:
+            frames[name] = _sorted_sessions(
+                events, dataclasses.replace(config, split="leave_one_out") if untimed else config
             )
-        frames[name] = _sorted_sessions(events, config)
+        except DataError as e:
+            raise DataError(f"the {name} file(s) {paths}: {e}") from None
     columns = [f["item"] for f in frames.values()]
     common = pl.Int64 if all(c.dtype.is_integer() for c in columns) else pl.String
     items = pl.concat([c.cast(common) for c in columns])
