@@ -55,7 +55,10 @@ def _wait(*procs: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            raise
+            tails = [p.communicate()[0][-2000:] for p in procs]  # reaps them, no stray Popen
+            raise AssertionError(
+                f"workers still running after {TIMEOUT_S} s:\n" + "\n".join(tails)
+            ) from None
         outputs.append((proc.returncode, out))
     failed = [out for code, out in outputs if code != 0]
     assert not failed, "worker failed:\n" + "\n".join(out[-4000:] for out in failed)
