@@ -438,7 +438,9 @@ def test_an_unusable_separator_is_refused_before_reading(tmp_path, separator):
                     separator=separator)  # fmt: skip
 
 
-@pytest.mark.parametrize("value", ["nan", "NaN", "NA", " null ", "None", "N/A", "<NA>", " "])
+@pytest.mark.parametrize(
+    "value", ["nan", "NaN", "NA", " null ", "None", "N/A", "#N/A", "<NA>", " "]
+)
 @pytest.mark.parametrize("column", ["SessionId", "ItemId"])
 def test_missing_value_markers_as_ids_name_file_line_column_and_value(tmp_path, column, value):
     rows = [{"SessionId": "1", "ItemId": "5", "Time": "100"} for _ in range(3)]
@@ -512,3 +514,22 @@ def test_parquet_missing_ids_name_the_users_column(tmp_path, column, values, mes
     with pytest.raises(DataError, match=message) as info:
         read_events("parquet", path, session="SessionId", item="ItemId", time="Time")
     assert "events.parquet" in str(info.value) and "truncated line" not in str(info.value)
+
+
+def test_blank_lines_at_the_end_are_skipped_and_elsewhere_named(tmp_path):
+    rows = "SessionId\tItemId\tTime\n1\t5\t10\n1\t6\t20\n"
+    (tmp_path / "end.tsv").write_text(rows + "\n\r\n")
+    events = read_events("gru4rec", tmp_path / "end.tsv")
+    assert events["item"].to_list() == [5, 6] and events["time"].to_list() == [10.0, 20.0]
+
+    (tmp_path / "middle.tsv").write_text("SessionId\tItemId\tTime\n1\t5\t10\n\n1\t6\t20\n")
+    with pytest.raises(DataError, match=r"middle.tsv:3: missing value .*\(blank line"):
+        read_events("gru4rec", tmp_path / "middle.tsv")
+
+
+@pytest.mark.parametrize("line, message", [("2 7 NA 8", "'NA' as an item id"),
+                                           ("None 7 8", "'None' as a user id")])  # fmt: skip
+def test_missing_value_markers_in_sequences_name_the_line(tmp_path, line, message):
+    (tmp_path / "seq.txt").write_text("1 5 6 7\n" + line + "\n")
+    with pytest.raises(DataError, match=rf"seq.txt:2: missing value {message}"):
+        read_events("sequences", tmp_path / "seq.txt")

@@ -40,7 +40,7 @@ _TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 _SEPARATOR_ALIASES = {"\\t": "\t", "tab": "\t"}
 # What pandas and other tools write for a missing value (any case, padded), or a blank field;
 # read as an id it would silently become an item or a session.
-_MISSING_ID = r"(?i)^\s*(?:nan|na|n/a|<na>|null|none)?\s*$"
+_MISSING_ID = r"(?i)^\s*(?:nan|na|n/a|#n/a|<na>|null|none)?\s*$"
 _PL_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.ComputeError)
 _ID_KEYS = ("session", "user", "item")  # event-table columns checked by `_check_ids`
 
@@ -109,6 +109,15 @@ def _check_numeric(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str])
             )
 
 
+def _without_trailing_blank_lines(df: pl.DataFrame) -> pl.DataFrame:
+    """Drops the all-null rows that blank lines at the end of a text file read as (an editor's
+    extra newline; pandas skips them too). Blank lines elsewhere stay, and are refused with
+    their line number by `_check_complete`."""
+    blank = df.select(pl.all_horizontal(pl.all().is_null())).to_series().to_numpy()
+    kept = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
+    return df.head(kept) if kept < df.height else df
+
+
 def _check_complete(
     path: pathlib.Path,
     df: pl.DataFrame,
@@ -121,6 +130,8 @@ def _check_complete(
     for col in columns:
         if df[col].null_count():
             row = int(df[col].is_null().arg_max())
+            if all(df[c][row] is None for c in df.columns):
+                cause = "blank line, or every field empty"  # read as a row of nulls
             raise data_error(
                 path, f"missing value in column {col!r} ({cause})", line=row + first_line
             )
@@ -202,6 +213,7 @@ def _read_delimited(
         df = _read_delimited_as_text(path, separator, wanted)
         _check_numeric(path, df, numeric)
         df = df.with_columns(pl.col(c).cast(pl.Float64) for c in numeric)
+    df = _without_trailing_blank_lines(df)
     if df.height == 0:
         raise data_error(path, "no data rows after the header")
     _check_complete(path, df, columns, first_line=2)
@@ -738,6 +750,16 @@ def read_sequences(paths: Paths) -> pl.DataFrame:
             pl.col("tok").list.first().alias("user"),
             pl.col("tok").list.slice(1).alias("item"),
         ).explode("item")
+        for col in ("user", "item"):
+            bad = df[col].str.contains(_MISSING_ID)
+            if bad.any():
+                row = int(bad.arg_max())
+                raise data_error(
+                    path,
+                    f"missing value {df[col][row]!r} as {'a user' if col == 'user' else 'an item'}"
+                    " id (NaN, NA, null or None is not an id)",
+                    line=int(df["line"][row]),
+                )
         df = df.with_columns(
             pl.col(c).cast(pl.Int64)
             for c in ("user", "item")
