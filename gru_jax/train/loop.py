@@ -169,8 +169,13 @@ def read_run_json(run_dir: pathlib.Path) -> tuple[Config, dict]:
         raise FileNotFoundError(f"{run_dir} is not a gru-jax run directory (no config.json)")
     try:
         saved = json.loads(path.read_text())
+    except ValueError as e:
+        raise DataError(f"{path} is not a gru-jax run config (invalid JSON: {e})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise DataError(f"{path} is not a gru-jax run config (no 'config' object)")
+    try:
         return Config().replace(**saved["config"]), saved
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, TypeError) as e:
         raise DataError(f"{path} is not a gru-jax run config ({e})") from None
 
 
@@ -245,8 +250,9 @@ def check_run_directory(
     """Refuses a run directory this run would damage: one of another config or other data, a
     finished run whose checkpoints are gone, or a folder of other files with a run's names.
 
-    A directory of the same run continues: from its latest checkpoint, or from the start when
-    it stopped before its first one (its metrics lines are then logged again).
+    A directory of the same run continues from its latest checkpoint. One that stopped before
+    its first checkpoint (a NaN, an interrupt) has nothing to continue, so a run of any config
+    starts over there, replacing its config and metrics.
     """
     if out.exists() and not out.is_dir():
         raise TrainingError(f"{out} exists and is not a directory; give a run directory")
@@ -260,11 +266,14 @@ def check_run_directory(
         return
     ckpt = out / "checkpoints"
     has_checkpoints = ckpt.is_dir() and any(ckpt.iterdir())
-    if (out / "results.json").exists() and not has_checkpoints:
-        raise TrainingError(
-            f"{out} holds the results of a finished run but no checkpoint to continue it from; "
-            "give a new output directory"
-        )
+    if not has_checkpoints:
+        if (out / "results.json").exists():
+            raise TrainingError(
+                f"{out} holds the results of a finished run but no checkpoint to continue it "
+                "from; give a new output directory"
+            )
+        read_run_json(out)  # a damaged config.json is not taken for a stopped run
+        return
     items_file = out / "items.npy"
     if not items_file.is_file():
         raise TrainingError(
@@ -304,11 +313,20 @@ def _kept_checkpoint(checkpoints: Checkpoints | None) -> str:
 
 
 def _truncate_metrics(path: pathlib.Path, step: int) -> None:
-    """Drops the metrics lines of steps after ``step`` (they are about to be logged again)."""
+    """Drops the metrics lines of steps after ``step`` (they are about to be logged again), and
+    lines a crash cut short (the log is appended, not replaced)."""
     if not path.is_file():
         return
+
+    def step_of(line: str) -> float:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return math.inf
+        return record.get("step", 0) if isinstance(record, dict) else math.inf
+
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    kept = [line for line in lines if step_of(line) <= step]
     if len(kept) != len(lines):
         write_text_atomic(path, "".join(kept))
 

@@ -191,20 +191,39 @@ def test_a_folder_of_other_files_with_a_run_file_name_is_refused(dataset, tmp_pa
     assert (tmp_path / "results.json").read_text() == '{"mine": 1}'
 
 
-def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_one_log(dataset, tmp_path):
+def _logged(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["epoch"], r.get("dispatch"), r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+
+@pytest.mark.parametrize("change", [{}, {"layers": (8,), "learning_rate": 0.01}])
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_with_one_log(dataset, tmp_path,
+                                                                            change):  # fmt: skip
     # Given a run folder as a run stopped before any checkpoint leaves it (no checkpoint, no
     # results, the metrics lines it logged)
     config = CONFIG.replace(n_epochs=1)
-    train(config, dataset, tmp_path / "fresh", progress=False)
     train(config, dataset, tmp_path / "run", progress=False)
     shutil.rmtree(tmp_path / "run" / "checkpoints")
     (tmp_path / "run" / "results.json").unlink()
 
-    # When the same command runs again, Then it trains from the start, logging every line once
+    # When the same command, or one with a fixed config, runs again, Then it trains from the
+    # start, and the folder reads as that run alone
+    again = config.replace(**change)
+    train(again, dataset, tmp_path / "fresh", progress=False)
+    train(again, dataset, tmp_path / "run", progress=False)
+
+    assert _logged(tmp_path / "run") == _logged(tmp_path / "fresh")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["layers"] == list(again.layers)
+
+
+def test_a_metrics_line_cut_short_by_a_crash_does_not_block_the_resume(dataset, tmp_path):
+    config = CONFIG.replace(n_epochs=1)
     train(config, dataset, tmp_path / "run", progress=False)
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "dispatch": 3, "st')
 
-    def logged(run):
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [(r["epoch"], r.get("dispatch"), r["step"]) for r in map(json.loads, lines)]
+    train(config.replace(n_epochs=2), dataset, tmp_path / "run", progress=False)
 
-    assert logged("run") == logged("fresh")
+    train(config.replace(n_epochs=2), dataset, tmp_path / "whole", progress=False)
+    assert _logged(tmp_path / "run") == _logged(tmp_path / "whole")
