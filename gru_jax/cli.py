@@ -58,7 +58,14 @@ def _add_preprocess_parser(subparsers) -> None:
         ),
     )
     p.add_argument("--format", required=True, choices=(*FORMATS, "synthetic"))
-    p.add_argument("--input", nargs="+", default=[], metavar="PATH", help="input file(s)/folder")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PATH",
+        help="input file(s)/folder",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a dataset already written in OUT"
@@ -152,8 +159,32 @@ def _add_column_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--time-format", help="csv: strptime format of date-string times")
 
 
+COLUMNS = ("csv", "parquet", "gru4rec", "recbole")
+# Which formats read each column flag (the others have fixed columns, or none).
+COLUMN_FLAGS = {
+    "session_col": COLUMNS,
+    "user_col": COLUMNS,
+    "item_col": COLUMNS,
+    "time_col": COLUMNS,
+    "time_unit": COLUMNS,
+    "type_col": ("csv", "parquet", "gru4rec"),
+    "separator": ("csv",),
+    "time_format": ("csv",),
+}
+
+
+def _refuse_column_flags(args: argparse.Namespace, fmt: str | None, where: str) -> None:
+    """Column flags given for a format (or a saved dataset) that has no use for them."""
+    for flag, formats in COLUMN_FLAGS.items():
+        if getattr(args, flag, None) is not None and fmt not in formats:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} applies to {', '.join(formats)}, not {where}"
+            )
+
+
 def _reader_options(args: argparse.Namespace) -> dict:
     fmt = args.format
+    _refuse_column_flags(args, fmt, fmt)
     opts: dict = {}
     names = {"session": "session_col", "user": "user_col", "item": "item_col", "time": "time_col"}
     if fmt in ("csv", "parquet", "gru4rec", "recbole"):
@@ -162,10 +193,8 @@ def _reader_options(args: argparse.Namespace) -> dict:
                 opts[key] = getattr(args, attr)
         if args.time_unit is not None:
             opts["time_unit"] = args.time_unit
-    if fmt in ("csv", "parquet", "gru4rec") and args.type_col is not None:
+    if args.type_col is not None:
         opts["type"] = args.type_col
-    elif args.type_col is not None:
-        raise UsageError(f"--type-col applies to csv, parquet and gru4rec, not {fmt}")
     if fmt == "csv":
         if args.separator is not None:
             opts["separator"] = args.separator
@@ -206,6 +235,8 @@ def _config(args: argparse.Namespace):
             if types.strip().lower() == "all"
             else tuple(t.strip() for t in types.split(",") if t.strip())
         )
+    if args.format == "sequences" and values["split"] != "leave_one_out":
+        raise UsageError("sequences have no timestamps: they split leave-one-out only")
     if values["split"] == "leave_one_out":
         given = [
             f"--{n.replace('_', '-')}" for n in _TIME_SPLIT_FLAGS if getattr(args, n) is not None
@@ -218,7 +249,7 @@ def _config(args: argparse.Namespace):
         raise UsageError(str(e)) from None
 
 
-_TIME_SPLIT_FLAGS = ("test_days", "valid_days", "split_time")
+_TIME_SPLIT_FLAGS = ("session_gap", "test_days", "valid_days", "split_time")
 
 
 DATASET_FILES = ("arrays.npz", "dataset.json", "stats.json")
@@ -228,8 +259,11 @@ def _check_dataset_folder(out: pathlib.Path, *, overwrite: bool) -> None:
     """Refuses to write a dataset over a run, or over a dataset unless --overwrite."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if (out / "config.json").exists():
-        raise UsageError(f"--out {out} is a training run's folder; give another folder")
+    run = _inside_a_run(out.absolute())
+    if (out / "config.json").exists() or run is not None:
+        raise UsageError(
+            f"--out {out} is inside the training run {run or out}; give another folder"
+        )
     present = [name for name in DATASET_FILES if (out / name).exists()]
     if present and not overwrite:
         raise UsageError(
@@ -331,6 +365,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
         g.add_argument(
             "--train",
             nargs="+",
+            action="extend",
             metavar="PATH",
             help="training file(s) (srgnn: the folder holding all_train_seq.txt and test.txt, "
             "which then also gives the test set); without --test the GRU4Rec recipe splits it",
@@ -338,6 +373,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
     g.add_argument(
         "--test",
         nargs="+",
+        action="extend",
         metavar="PATH",
         help="test file(s), used as given (unseen items are dropped at evaluation)",
     )
@@ -369,7 +405,7 @@ def _resolve_config(args: argparse.Namespace, *, have_data: bool):
             config = Config.from_file(args.config)
         else:
             config = Config() if have_data else preset("synthetic")
-        config = config.with_overrides(args.overrides)
+        config = config.with_overrides(args.overrides)  # in order: a repeated key's last wins
         if getattr(args, "parallel", None):
             config = config.replace(parallel=args.parallel)
     except ValueError as e:
@@ -419,6 +455,8 @@ def _load_training_data(args: argparse.Namespace):
         if args.train or args.test:
             raise UsageError("give either --data or --train/--test, not both")
         _check_data_folder(args.data)
+        _refuse_with_data(args)
+        _refuse_recipe_flags(args, "a dataset written by `gru-jax preprocess` is used as saved")
         return Dataset.load(args.data), {"data": str(args.data)}
     if not args.train:
         if args.test or args.format:
@@ -457,6 +495,15 @@ def _load_training_data(args: argparse.Namespace):
     return load_dataset(args.format, args.train, config=_config(args), **options), description
 
 
+def _refuse_with_data(args: argparse.Namespace) -> None:
+    """--data is a saved dataset: its format, columns and protocol were fixed when written."""
+    if args.format is not None:
+        raise UsageError("--format applies to --train/--test files, not to --data")
+    if args.test_protocol is not None:
+        raise UsageError("--test-protocol applies to srgnn splits, not to --data")
+    _refuse_column_flags(args, None, "--data")
+
+
 def _check_data_folder(folder: str) -> None:
     if not pathlib.Path(folder).is_dir():
         raise UsageError(
@@ -471,6 +518,24 @@ def _refuse_recipe_flags(args: argparse.Namespace, why: str) -> None:
     ]
     if given:
         raise UsageError(f"{', '.join(given)}: the preprocessing recipe does not run here ({why})")
+
+
+def _new_run_folder(name: str) -> pathlib.Path:
+    """runs/NAME-TIME, created here so that two runs started in the same second never share it."""
+    import jax
+
+    stem = pathlib.Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_count() > 1:  # every process must name the same folder: no suffix search
+        return stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        out = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            continue
+    raise UsageError(f"{stem}: no free run folder name; give --out")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -491,12 +556,16 @@ def _run_train(args: argparse.Namespace) -> int:
     dataset, description = _load_training_data(args)
     name = args.preset or (pathlib.Path(args.config).stem if args.config else None)
     name = name or ("synthetic" if not have_data else "default")
-    out = pathlib.Path(args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = pathlib.Path(args.out) if args.out else _new_run_folder(name)
     summary = dataset.summary()
+    test = (
+        "no test split"
+        if dataset.test is None
+        else f"test {summary['n_test_predictions']} prediction points"
+    )
     print(
         f"data: {summary['n_items']} items; train {summary['n_train_events']} events in "
-        f"{summary['n_train_sessions']} sessions; test {summary['n_test_predictions']} "
-        f"prediction points"
+        f"{summary['n_train_sessions']} sessions; {test}"
     )
 
     from gru_jax.train.loop import train
@@ -584,6 +653,7 @@ def _load_test_log(args: argparse.Namespace, item_ids):
 
     if args.data:
         _check_data_folder(args.data)
+        _refuse_with_data(args)
         ds = Dataset.load(args.data)
         if ds.test is None:
             raise UsageError(f"{args.data} has no test split")
@@ -598,16 +668,31 @@ def _load_test_log(args: argparse.Namespace, item_ids):
     return reindex_log(ds.test, ds.item_ids, item_ids)
 
 
-def _check_metrics_file(out: pathlib.Path, run: pathlib.Path, overwrite: bool) -> None:
-    """Before evaluating: --out must be a new file (or --overwrite), never one of the run's."""
+def _inside_a_run(folder: pathlib.Path) -> pathlib.Path | None:
+    """The gru-jax run folder that ``folder`` is, or lies inside (e.g. its checkpoints/)."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / "config.json").is_file() and (candidate / "items.npy").is_file():
+            return candidate
+    return None
+
+
+def _check_metrics_file(out: pathlib.Path, inputs: Sequence[str], overwrite: bool) -> None:
+    """Before evaluating: --out must be a new file (or --overwrite), never a file of a run or
+    of a dataset, nor one of the inputs being read."""
     from gru_jax.train.loop import RUN_FILES
 
-    if not out.absolute().parent.is_dir():
+    folder = out.absolute().parent.resolve()
+    if not folder.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'eval.json'}")
-    if out.absolute().parent.resolve() == run.resolve() and out.name in RUN_FILES:
-        raise UsageError(f"--out {out} is the run's own {out.name}; give another file name")
+    run = _inside_a_run(folder)
+    if run is not None and (folder != run or out.name in RUN_FILES):
+        raise UsageError(f"--out {out} is inside the run {run}; give a file outside its files")
+    if (folder / "dataset.json").is_file() and out.name in DATASET_FILES:
+        raise UsageError(f"--out {out} is a file of the dataset in {folder}; give another name")
+    if out.resolve() in {pathlib.Path(p).resolve() for p in inputs}:
+        raise UsageError(f"--out {out} is an input of this evaluation")
     if out.exists() and not overwrite:
         raise UsageError(f"--out {out} exists; give another file name, or --overwrite")
 
@@ -617,7 +702,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from gru_jax.train.loop import load_run
 
     if args.out:
-        _check_metrics_file(pathlib.Path(args.out), pathlib.Path(args.run), args.overwrite)
+        inputs = [*(args.test or []), *([args.data] if args.data else [])]
+        _check_metrics_file(pathlib.Path(args.out), inputs, args.overwrite)
     if args.format == "sequences":
         raise UsageError(
             "sequences are split leave-one-out: `gru-jax preprocess --format sequences` the file, "
@@ -835,20 +921,18 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gru-jax``; returns the exit status."""
     from gru_jax.data import DataError
-    from gru_jax.train.checkpoint import CheckpointError
+    from gru_jax.train.checkpoint import CheckpointError, silence_unfinished_reads
     from gru_jax.train.loop import TrainingError
 
     args = _parse(build_parser(), argv)
     _log_to_stderr()
     try:
         return int(args.func(args) or 0)
-    except (
-        DataError,
-        UsageError,
-        ConfigError,
-        CheckpointError,
-        OSError,
-    ) as e:  # OSError: unreadable files
+    except CheckpointError as e:
+        print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
+        silence_unfinished_reads()  # the process exits next
+        return EXIT_DATA_ERROR
+    except (DataError, UsageError, ConfigError, OSError) as e:  # OSError: unreadable files
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
         return EXIT_DATA_ERROR
     except TrainingError as e:

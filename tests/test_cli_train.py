@@ -319,7 +319,7 @@ def test_evaluate_out_never_replaces_a_file_and_is_checked_first(trained_run, sp
 
     # The run's own results, even with --overwrite; an existing file; a folder
     assert evaluate(trained_run / "results.json", "--overwrite") == 2
-    assert "run's own results.json" in capsys.readouterr().err
+    assert "is inside the run" in capsys.readouterr().err
     assert evaluate(mine) == 2 and "exists" in capsys.readouterr().err
     assert evaluate(tmp_path) == 2
     captured = capsys.readouterr()
@@ -426,3 +426,79 @@ def test_contradictory_or_impossible_flags_are_refused(argv, message, capsys, mo
     status = cli.main(argv)
     err = capsys.readouterr().err
     assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_repeated_path_flags_add_up():
+    args = cli.build_parser().parse_args(["train", "--train", "a", "--train", "b", "c"])
+    assert args.train == ["a", "b", "c"]
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda _: "20261204-000000")
+    first, second = cli._new_run_folder("syn"), cli._new_run_folder("syn")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "syn-20261204-000000", "syn-20261204-000000-2",
+    ]  # fmt: skip
+
+
+def test_evaluate_out_stays_clear_of_other_runs_datasets_and_inputs(trained_run, split_files,
+                                                                     tmp_path, capsys):  # fmt: skip
+    _, test, _ = split_files
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "dataset.json").write_text("{}")
+    before = _unchanged(tmp_path)
+
+    for out, message in [
+        (other / "config.json", "is inside the run"),
+        (trained_run / "checkpoints" / "7", "is inside the run"),
+        (tmp_path / "prep" / "dataset.json", "a file of the dataset"),
+        (test, "an input of this evaluation"),
+    ]:
+        status = cli.main(["evaluate", "--run", str(trained_run), "--format", "gru4rec",
+                           "--test", str(test), "--out", str(out), "--overwrite"])  # fmt: skip
+        assert status == 2 and message in capsys.readouterr().err, out
+    assert _unchanged(tmp_path) == before and not (trained_run / "checkpoints" / "7").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--format", "diginetica", "--train", "a.csv", "--separator", ","],
+            "--separator applies to csv, not diginetica",
+        ),  # fmt: skip
+        (["--format", "otto", "--train", "a.jsonl", "--time-unit", "s"], "--time-unit applies"),
+        (["--format", "gru4rec", "--train", "a.tsv", "--separator", ","], "applies to csv,"),
+        (
+            ["--format", "sequences", "--train", "a.txt", "--split", "time"],
+            "sequences have no timestamps",
+        ),  # fmt: skip
+        (
+            ["--format", "sequences", "--train", "a.txt", "--session-gap", "10"],
+            "--session-gap: a leave-one-out split",
+        ),  # fmt: skip
+    ],
+)
+def test_flags_a_format_does_not_read_are_refused(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "gru4rec"], "--format applies"),
+        (["--test-days", "2"], "--test-days"),
+        (["--item-col", "x"], "--item-col applies"),
+        (["--test-protocol", "sessions"], "--test-protocol"),
+    ],
+)
+def test_flags_a_saved_dataset_fixed_are_refused_with_data(extra, message, capsys, tmp_path):
+    assert cli.main(["train", "--data", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err

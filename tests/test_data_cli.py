@@ -116,8 +116,15 @@ def test_preprocess_replaces_a_dataset_only_with_overwrite_and_never_a_run(tmp_p
     run.mkdir()
     (run / "config.json").write_text("{}")
     assert cli.main(["preprocess", "--format", "synthetic", "--out", str(run), "--overwrite"]) == 2
-    assert "training run's folder" in capsys.readouterr().err
+    assert "inside the training run" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+    # nor anywhere inside a run folder, such as its checkpoints
+    (run / "items.npy").write_bytes(b"")
+    (run / "checkpoints").mkdir()
+    inside = run / "checkpoints" / "prep"
+    assert cli.main(["preprocess", "--format", "synthetic", "--out", str(inside)]) == 2
+    assert "inside the training run" in capsys.readouterr().err and not inside.exists()
 
 
 @pytest.mark.parametrize(

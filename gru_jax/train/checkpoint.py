@@ -8,7 +8,10 @@ where the interrupted one stopped.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -56,12 +59,35 @@ class Checkpoints:
                 ),
             )
         except Exception as e:  # orbax and TensorStore raise many types for a damaged file
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise CheckpointError(
-                f"checkpoint {number} in {self.directory} cannot be read ({reason}); delete "
-                f"{self.directory / str(number)} to go back to an earlier checkpoint, if any"
-            ) from e
-        return restored.state, restored.meta
+            reason = _first_sentence(e)
+        else:
+            return restored.state, restored.meta
+        raise CheckpointError(
+            f"checkpoint {number} in {self.directory} cannot be read ({reason}); delete "
+            f"{self.directory / str(number)} to go back to an earlier checkpoint, if any"
+        )
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _first_sentence(error: Exception) -> str:
+    """The readable head of an orbax/TensorStore error (they append a long spec repr)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text.split(" See full TensorStore details")[0][:300]
+
+
+def silence_unfinished_reads() -> None:
+    """After a `CheckpointError`, keeps the reads orbax left unfinished from printing an
+    "Exception ignored" traceback each when they are finalised (at exit, or later on its
+    thread), which would bury the one-line error. For a process that is about to exit: it
+    replaces ``sys.unraisablehook`` for coroutines, and mutes asyncio's logger, from then on."""
+    hook = sys.unraisablehook
+
+    def quiet(unraisable):
+        if not inspect.iscoroutine(unraisable.object):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    # ...and asyncio's "exception was never retrieved" for the reads' gathered future.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
