@@ -302,6 +302,32 @@ def check_run_directory(
         )
 
 
+def _check_run_directory_everywhere(
+    out: pathlib.Path, config: Config, item_ids: np.ndarray, fingerprint: str
+) -> None:
+    """`check_run_directory` on every process, and one decision for all of them.
+
+    Every process checks the folder before any process writes to it: the allgather is also a
+    barrier, so process 1 never sees a half-made run of process 0's. A refusal on any process
+    stops all of them (one stopping alone would leave the others waiting in a collective).
+    """
+    error: Exception | None = None
+    try:
+        check_run_directory(out, config, item_ids, fingerprint)
+    except (TrainingError, DataError) as e:
+        error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        refused = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+        if error is None and refused.any():
+            error = TrainingError(
+                f"process {int(np.argmax(refused))} refused the run directory {out}; see its error"
+            )
+    if error is not None:
+        raise error
+
+
 def _kept_checkpoint(checkpoints: Checkpoints | None) -> str:
     if checkpoints is None:
         return "nothing was saved (no run directory)"
@@ -365,7 +391,7 @@ def train(
     item_ids = item_ids_for_saving(dataset.item_ids)
     fingerprint = data_fingerprint(dataset.train)
     if out is not None:  # before anything of the earlier run is replaced
-        check_run_directory(out, config, item_ids, fingerprint)
+        _check_run_directory_everywhere(out, config, item_ids, fingerprint)
 
     run = setup(config, dataset)
     spec, par, iterator, sampler = run.spec, run.par, run.iterator, run.sampler
