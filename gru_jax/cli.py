@@ -524,9 +524,9 @@ def _new_run_folder(name: str) -> pathlib.Path:
     """runs/NAME-TIME, created here so that two runs started in the same second never share it."""
     import jax
 
+    if jax.process_count() > 1:  # each process would read its own clock
+        raise UsageError("several processes need --out: one folder that every process sees")
     stem = pathlib.Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if jax.process_count() > 1:  # every process must name the same folder: no suffix search
-        return stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
         out = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")

@@ -502,3 +502,13 @@ def test_flags_a_format_does_not_read_are_refused(argv, message, capsys, monkeyp
 def test_flags_a_saved_dataset_fixed_are_refused_with_data(extra, message, capsys, tmp_path):
     assert cli.main(["train", "--data", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_several_processes_need_an_explicit_run_folder(monkeypatch, tmp_path):
+    import jax
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(cli.UsageError, match="several processes need --out"):
+        cli._new_run_folder("syn")
+    assert not (tmp_path / "runs").exists()
