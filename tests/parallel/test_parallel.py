@@ -300,3 +300,41 @@ def test_nan_guard_and_reproducible_dropout_under_both_modes(tmp_path):
         assert not (tmp_path / f"nan-{mode}.npz").exists()
     # and the same seed gives the same pmap dropout masks, hence the same parameters
     assert max_diff(params(tmp_path, "pmap-dropout-a"), params(tmp_path, "pmap-dropout-b")) == 0.0
+
+
+@pytest.mark.multiprocess
+def test_a_run_folder_refused_on_one_process_stops_every_process(tmp_path):
+    # Given two processes whose run folders differ: process 0's holds another tool's results
+    foreign = tmp_path / "p0"
+    foreign.mkdir()
+    (foreign / "results.json").write_text('{"mine": 1}')
+    port = free_port()
+    procs = [
+        _start(
+            _spec(
+                tmp_path,
+                f"process{i}",
+                [
+                    {
+                        "name": f"p{i}",
+                        "out_dir": str(tmp_path / f"p{i}"),
+                        "config": {"parallel": "sharding"},
+                    }
+                ],  # fmt: skip
+                cpu_devices=1,
+                coordinator=f"127.0.0.1:{port}",
+                num_processes=2,
+                process_id=i,
+                dataset=SMALL,
+            )
+        )
+        for i in range(2)
+    ]
+
+    # When both start, Then both stop with an error (neither waits for the other in a
+    # collective), and the foreign file is kept
+    _wait(*procs)
+    assert "results.json but no config.json" in (tmp_path / "p0.error").read_text()
+    assert "process 0 refused the run directory" in (tmp_path / "p1.error").read_text()
+    assert (foreign / "results.json").read_text() == '{"mine": 1}'
+    assert not (tmp_path / "p1" / "config.json").exists()
