@@ -646,9 +646,18 @@ def _add_evaluate_parser(subparsers) -> None:
     p.set_defaults(func=_run_evaluate)
 
 
+def _trained_on_synthetic(run: str) -> int | None:
+    """The seed of the generated default a run was trained on (None: other data)."""
+    from gru_jax.train.loop import read_run_json
+
+    data = read_run_json(pathlib.Path(run))[1].get("data", {})
+    return int(data.get("seed", 0)) if data.get("format") == "synthetic" else None
+
+
 def _load_test_log(args: argparse.Namespace, item_ids):
-    """The test log of --data or --format/--test, indexed by the run's ``item_ids``."""
-    from gru_jax.data import Dataset, dataset_from_files, load_dataset
+    """The test log of --data or --format/--test (or, for a run on the generated default, its
+    test split made again), indexed by the run's ``item_ids``."""
+    from gru_jax.data import Dataset, dataset_from_files, default_dataset, load_dataset
     from gru_jax.data.dataset import reindex_log
 
     if args.data:
@@ -657,6 +666,10 @@ def _load_test_log(args: argparse.Namespace, item_ids):
         ds = Dataset.load(args.data)
         if ds.test is None:
             raise UsageError(f"{args.data} has no test split")
+    elif not args.test and not args.format and _trained_on_synthetic(args.run) is not None:
+        # The generated default is made again from its seed: nothing was saved to read back.
+        _refuse_column_flags(args, None, "the generated default")
+        ds = default_dataset(seed=_trained_on_synthetic(args.run))
     elif not args.test or not args.format:
         raise UsageError("evaluate needs --data DIR, or --format F and --test PATH")
     elif args.format == "srgnn":

@@ -166,6 +166,13 @@ def test_main_job_without_data_says_it_trains_on_the_synthetic_default(tmp_path,
     # The generated sessions follow "related items"; popularity alone gets far less.
     assert results["recall@20"] > 0.3
 
+    # The run evaluates again without data: its test split is generated again from the seed
+    again = tmp_path / "again.json"
+    assert cli.main(["evaluate", "--run", str(tmp_path / "syn"), "--out", str(again)]) == 0
+    evaluated = json.loads(again.read_text())
+    assert evaluated["n_test_events"] == results["n_test_events"]
+    assert evaluated["recall@20"] == pytest.approx(results["recall@20"], abs=1e-6)
+
 
 @pytest.mark.parametrize(
     "argv, message",
