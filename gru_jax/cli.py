@@ -160,7 +160,8 @@ def _add_column_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COLUMNS = ("csv", "parquet", "gru4rec", "recbole")
-# Which formats read each column flag (the others have fixed columns, or none).
+# Which formats read each column flag (the others have fixed columns, or none); one entry per
+# flag of `_add_column_arguments`.
 COLUMN_FLAGS = {
     "session_col": COLUMNS,
     "user_col": COLUMNS,
@@ -186,24 +187,13 @@ def _reader_options(args: argparse.Namespace) -> dict:
     fmt = args.format
     _refuse_column_flags(args, fmt, fmt)
     opts: dict = {}
-    names = {"session": "session_col", "user": "user_col", "item": "item_col", "time": "time_col"}
-    if fmt in ("csv", "parquet", "gru4rec", "recbole"):
-        for key, attr in names.items():
-            if getattr(args, attr) is not None:
-                opts[key] = getattr(args, attr)
-        if args.time_unit is not None:
-            opts["time_unit"] = args.time_unit
-    if args.type_col is not None:
-        opts["type"] = args.type_col
-    if fmt == "csv":
-        if args.separator is not None:
-            opts["separator"] = args.separator
-        if args.time_format is not None:
-            opts["time_format"] = args.time_format
-        if "item" not in opts or "time" not in opts:
-            raise UsageError("--format csv needs --item-col and --time-col")
-    if fmt == "parquet" and ("item" not in opts or "time" not in opts):
-        raise UsageError("--format parquet needs --item-col and --time-col")
+    # Each flag reaches only a format that reads it (`_refuse_column_flags`); the reader's
+    # option is the flag's name without "_col" (session_col -> session, separator -> separator).
+    for flag in COLUMN_FLAGS:
+        if getattr(args, flag) is not None:
+            opts[flag.removesuffix("_col")] = getattr(args, flag)
+    if fmt in ("csv", "parquet") and ("item" not in opts or "time" not in opts):
+        raise UsageError(f"--format {fmt} needs --item-col and --time-col")
     return opts
 
 
@@ -214,13 +204,17 @@ def _test_protocol(args: argparse.Namespace) -> str:
     return args.test_protocol or "pairs"
 
 
+# Recipe flags that a leave-one-out split (one session per user, no time boundary) has no use for.
+TIME_FLAGS = ("session_gap", "test_days", "valid_days", "split_time")
+
+
 def _config(args: argparse.Namespace):
     """The PreprocessConfig of the recipe flags given, with each format's defaults elsewhere."""
     from gru_jax.data import PreprocessConfig
 
-    given = args.format == "sequences"  # published sequences: no filtering unless asked
+    published = args.format == "sequences"  # published sequences: no filtering unless asked
     defaults = PreprocessConfig()
-    if given:
+    if published:
         defaults = dataclasses.replace(
             defaults, min_item_support=1, min_session_length=1, split="leave_one_out"
         )
@@ -238,18 +232,13 @@ def _config(args: argparse.Namespace):
     if args.format == "sequences" and values["split"] != "leave_one_out":
         raise UsageError("sequences have no timestamps: they split leave-one-out only")
     if values["split"] == "leave_one_out":
-        given = [
-            f"--{n.replace('_', '-')}" for n in _TIME_SPLIT_FLAGS if getattr(args, n) is not None
-        ]
-        if given:
-            raise UsageError(f"{', '.join(given)}: a leave-one-out split has no time boundary")
+        timed = [f"--{n.replace('_', '-')}" for n in TIME_FLAGS if getattr(args, n) is not None]
+        if timed:
+            raise UsageError(f"{', '.join(timed)}: a leave-one-out split has no time boundary")
     try:
         return PreprocessConfig(**values)
     except ValueError as e:  # e.g. a negative --test-days
         raise UsageError(str(e)) from None
-
-
-_TIME_SPLIT_FLAGS = ("session_gap", "test_days", "valid_days", "split_time")
 
 
 DATASET_FILES = ("arrays.npz", "dataset.json", "stats.json")
@@ -257,9 +246,11 @@ DATASET_FILES = ("arrays.npz", "dataset.json", "stats.json")
 
 def _check_dataset_folder(out: pathlib.Path, *, overwrite: bool) -> None:
     """Refuses to write a dataset over a run, or over a dataset unless --overwrite."""
+    from gru_jax.train.loop import run_directory_of
+
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    run = _inside_a_run(out.absolute())
+    run = run_directory_of(out)
     if (out / "config.json").exists() or run is not None:
         raise UsageError(
             f"--out {out} is inside the training run {run or out}; give another folder"
@@ -272,13 +263,23 @@ def _check_dataset_folder(out: pathlib.Path, *, overwrite: bool) -> None:
         )
 
 
+def _describe_test(dataset) -> str:
+    if dataset.test is None:
+        return "no test split"
+    log = dataset.test
+    return (
+        f"test {log.n_events} events / {log.n_sessions} sessions / {log.n_predictions} predictions"
+    )
+
+
 def _distinct_paths(paths: Sequence[str]) -> list[str]:
-    """The input paths, refusing one given twice (its events would count twice)."""
+    """The input paths, refusing one given twice (its events would count twice, or be both
+    trained and tested on)."""
     seen: dict[pathlib.Path, str] = {}
     for path in paths:
         key = pathlib.Path(path).resolve()
         if key in seen:
-            raise UsageError(f"{path} is given twice ({seen[key]}); its events would count twice")
+            raise UsageError(f"{path} is given twice (as {seen[key]})")
         seen[key] = path
     return list(paths)
 
@@ -311,14 +312,9 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     dataset.save(out)
     write_json_atomic(out / "stats.json", {**dataset.stats, **dataset.summary()})
     s = dataset.summary()
-    test = (
-        "no test split"
-        if dataset.test is None
-        else f"test {s['n_test_events']} events / {s['n_test_sessions']} sessions"
-    )
     print(
         f"wrote {out}: {s['n_items']} items; train {s['n_train_events']} events / "
-        f"{s['n_train_sessions']} sessions; {test}"
+        f"{s['n_train_sessions']} sessions; {_describe_test(dataset)}"
     )
     return 0
 
@@ -478,13 +474,7 @@ def _load_training_data(args: argparse.Namespace):
         return load_dataset("srgnn", args.train, test_protocol=protocol), description
     _test_protocol(args)  # refuses the flag
     options = _reader_options(args)
-    args.train = _distinct_paths(args.train)
-    if args.test:
-        both = {pathlib.Path(p).resolve() for p in args.train} & {
-            pathlib.Path(p).resolve() for p in args.test
-        }
-        if both:
-            raise UsageError(f"{sorted(map(str, both))} given as both --train and --test")
+    _distinct_paths([*args.train, *(args.test or [])])  # twice, or as train and test
     if args.test:
         _refuse_recipe_flags(
             args,
@@ -558,14 +548,9 @@ def _run_train(args: argparse.Namespace) -> int:
     name = name or ("synthetic" if not have_data else "default")
     out = pathlib.Path(args.out) if args.out else _new_run_folder(name)
     summary = dataset.summary()
-    test = (
-        "no test split"
-        if dataset.test is None
-        else f"test {summary['n_test_predictions']} prediction points"
-    )
     print(
         f"data: {summary['n_items']} items; train {summary['n_train_events']} events in "
-        f"{summary['n_train_sessions']} sessions; {test}"
+        f"{summary['n_train_sessions']} sessions; {_describe_test(dataset)}"
     )
 
     from gru_jax.train.loop import train
@@ -666,10 +651,12 @@ def _load_test_log(args: argparse.Namespace, item_ids):
         ds = Dataset.load(args.data)
         if ds.test is None:
             raise UsageError(f"{args.data} has no test split")
-    elif not args.test and not args.format and _trained_on_synthetic(args.run) is not None:
+    elif (
+        not args.test and not args.format and (seed := _trained_on_synthetic(args.run)) is not None
+    ):
         # The generated default is made again from its seed: nothing was saved to read back.
         _refuse_column_flags(args, None, "the generated default")
-        ds = default_dataset(seed=_trained_on_synthetic(args.run))
+        ds = default_dataset(seed=seed)
     elif not args.test or not args.format:
         raise UsageError("evaluate needs --data DIR, or --format F and --test PATH")
     elif args.format == "srgnn":
@@ -681,25 +668,17 @@ def _load_test_log(args: argparse.Namespace, item_ids):
     return reindex_log(ds.test, ds.item_ids, item_ids)
 
 
-def _inside_a_run(folder: pathlib.Path) -> pathlib.Path | None:
-    """The gru-jax run folder that ``folder`` is, or lies inside (e.g. its checkpoints/)."""
-    for candidate in (folder, *folder.parents):
-        if (candidate / "config.json").is_file() and (candidate / "items.npy").is_file():
-            return candidate
-    return None
-
-
 def _check_metrics_file(out: pathlib.Path, inputs: Sequence[str], overwrite: bool) -> None:
     """Before evaluating: --out must be a new file (or --overwrite), never a file of a run or
     of a dataset, nor one of the inputs being read."""
-    from gru_jax.train.loop import RUN_FILES
+    from gru_jax.train.loop import RUN_FILES, run_directory_of
 
     folder = out.absolute().parent.resolve()
     if not folder.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name, e.g. {out / 'eval.json'}")
-    run = _inside_a_run(folder)
+    run = run_directory_of(folder)
     if run is not None and (folder != run or out.name in RUN_FILES):
         raise UsageError(f"--out {out} is inside the run {run}; give a file outside its files")
     if (folder / "dataset.json").is_file() and out.name in DATASET_FILES:
@@ -941,12 +920,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr()
     try:
         return int(args.func(args) or 0)
-    except CheckpointError as e:
+    except (DataError, UsageError, ConfigError, CheckpointError, OSError) as e:  # OSError: files
         print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
-        silence_unfinished_reads()  # the process exits next
-        return EXIT_DATA_ERROR
-    except (DataError, UsageError, ConfigError, OSError) as e:  # OSError: unreadable files
-        print(f"gru-jax {args.command}: error: {e}", file=sys.stderr)
+        if isinstance(e, CheckpointError):
+            silence_unfinished_reads()  # the process exits next
         return EXIT_DATA_ERROR
     except TrainingError as e:
         print(f"gru-jax {args.command}: training stopped: {e}", file=sys.stderr)

@@ -362,7 +362,8 @@ def test_a_damaged_run_is_reported_without_a_traceback(trained_run, tmp_path, ca
         if f.is_file():
             f.write_bytes(f.read_bytes()[:10])
 
-    status = cli.main(["recommend", "--run", str(run), "--session", str(load_item(run))])
+    known = str(int(np.load(run / "items.npy")[0]))
+    status = cli.main(["recommend", "--run", str(run), "--session", known])
 
     err = capsys.readouterr().err
     assert status == 2 and f"checkpoint {latest.name}" in err and "cannot be read" in err
@@ -376,10 +377,6 @@ def test_a_damaged_run_is_reported_without_a_traceback(trained_run, tmp_path, ca
     shutil.copy(trained_run / "config.json", run / "config.json")
     assert cli.main(["recommend", "--run", str(run), "--session", "1"]) == 2
     assert "has no items.npy" in capsys.readouterr().err
-
-
-def load_item(run):
-    return int(np.load(run / "items.npy")[0])
 
 
 @pytest.mark.parametrize(
@@ -477,17 +474,17 @@ def test_evaluate_out_stays_clear_of_other_runs_datasets_and_inputs(trained_run,
         (
             ["--format", "diginetica", "--train", "a.csv", "--separator", ","],
             "--separator applies to csv, not diginetica",
-        ),  # fmt: skip
+        ),
         (["--format", "otto", "--train", "a.jsonl", "--time-unit", "s"], "--time-unit applies"),
         (["--format", "gru4rec", "--train", "a.tsv", "--separator", ","], "applies to csv,"),
         (
             ["--format", "sequences", "--train", "a.txt", "--split", "time"],
             "sequences have no timestamps",
-        ),  # fmt: skip
+        ),
         (
             ["--format", "sequences", "--train", "a.txt", "--session-gap", "10"],
             "--session-gap: a leave-one-out split",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_flags_a_format_does_not_read_are_refused(argv, message, capsys, monkeypatch, tmp_path):

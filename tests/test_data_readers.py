@@ -527,8 +527,8 @@ def test_blank_lines_at_the_end_are_skipped_and_elsewhere_named(tmp_path):
         read_events("gru4rec", tmp_path / "middle.tsv")
 
 
-@pytest.mark.parametrize("line, message", [("2 7 NA 8", "'NA' as an item id"),
-                                           ("None 7 8", "'None' as a user id")])  # fmt: skip
+@pytest.mark.parametrize("line, message", [("2 7 NA 8", "'NA' in column 'item'"),
+                                           ("None 7 8", "'None' in column 'user'")])  # fmt: skip
 def test_missing_value_markers_in_sequences_name_the_line(tmp_path, line, message):
     (tmp_path / "seq.txt").write_text("1 5 6 7\n" + line + "\n")
     with pytest.raises(DataError, match=rf"seq.txt:2: missing value {message}"):

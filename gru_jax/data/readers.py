@@ -113,33 +113,42 @@ def _without_trailing_blank_lines(df: pl.DataFrame) -> pl.DataFrame:
     """Drops the all-null rows that blank lines at the end of a text file read as (an editor's
     extra newline; pandas skips them too). Blank lines elsewhere stay, and are refused with
     their line number by `_check_complete`."""
+    if not df.height or any(df[c][-1] is not None for c in df.columns):
+        return df  # the usual case, decided by the last row alone
     blank = df.select(pl.all_horizontal(pl.all().is_null())).to_series().to_numpy()
     kept = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
-    return df.head(kept) if kept < df.height else df
+    return df.head(kept)
 
 
 def _check_complete(
-    path: pathlib.Path,
-    df: pl.DataFrame,
-    columns: Sequence[str],
-    first_line: int,
-    cause: str = "truncated line or empty field",
+    path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int, *, text=True
 ):
-    """Raises DataError at the first missing value; ``cause`` says how a null arises in the
-    format (text: a truncated line or an empty field)."""
+    """Raises DataError at the first missing value, saying how a null arises in the format:
+    in text a blank line, a truncated line or an empty field; in Parquet a null."""
     for col in columns:
         if df[col].null_count():
             row = int(df[col].is_null().arg_max())
-            if all(df[c][row] is None for c in df.columns):
-                cause = "blank line, or every field empty"  # read as a row of nulls
+            if not text:
+                cause = "null"
+            elif all(df[c][row] is None for c in df.columns):
+                cause = "blank line, or every field empty"
+            else:
+                cause = "truncated line or empty field"
             raise data_error(
                 path, f"missing value in column {col!r} ({cause})", line=row + first_line
             )
 
 
-def _check_ids(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
+def _check_ids(
+    path: pathlib.Path,
+    df: pl.DataFrame,
+    columns: Sequence[str],
+    first_line: int = 0,
+    line_column: str | None = None,
+):
     """Raises DataError at the first id of ``columns`` that stands for a missing value: a string
     such as 'nan', 'NA', 'null' or 'None' (see `_MISSING_ID`), or a float NaN or infinity.
+    Row r is line r + ``first_line``, or the value of ``line_column`` in row r.
 
     Runs after `_check_complete` (no nulls left). One vectorised pass per string or float
     column; integer columns cannot hold such values and are skipped.
@@ -163,7 +172,8 @@ def _check_ids(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], fir
                 else f"missing value {value!r} in column {col!r} (NaN, NA, null, None or blank "
                 "is not an id)"
             )
-            raise data_error(path, problem, line=row + first_line)
+            line = int(df[line_column][row]) if line_column else row + first_line
+            raise data_error(path, problem, line=line)
 
 
 def _check_finite(path: pathlib.Path, df: pl.DataFrame, columns: Sequence[str], first_line: int):
@@ -465,7 +475,7 @@ def read_parquet(
         if df.height == 0:
             raise data_error(path, "no rows")
         # Checked under the file's column names; Parquet rows count from 1.
-        _check_complete(path, df, df.columns, first_line=1, cause="null")
+        _check_complete(path, df, df.columns, first_line=1, text=False)
         if time is not None:
             _check_finite(path, df, [time], first_line=1)
         ids = list(dict.fromkeys(v for k, v in mapping.items() if k in _ID_KEYS))
@@ -750,16 +760,7 @@ def read_sequences(paths: Paths) -> pl.DataFrame:
             pl.col("tok").list.first().alias("user"),
             pl.col("tok").list.slice(1).alias("item"),
         ).explode("item")
-        for col in ("user", "item"):
-            bad = df[col].str.contains(_MISSING_ID)
-            if bad.any():
-                row = int(bad.arg_max())
-                raise data_error(
-                    path,
-                    f"missing value {df[col][row]!r} as {'a user' if col == 'user' else 'an item'}"
-                    " id (NaN, NA, null or None is not an id)",
-                    line=int(df["line"][row]),
-                )
+        _check_ids(path, df, ("user", "item"), line_column="line")
         df = df.with_columns(
             pl.col(c).cast(pl.Int64)
             for c in ("user", "item")

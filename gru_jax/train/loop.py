@@ -234,6 +234,15 @@ RUN_FILES = ("config.json", "items.npy", "metrics.jsonl", "results.json", "check
              "tensorboard")  # fmt: skip
 
 
+def run_directory_of(folder: pathlib.Path) -> pathlib.Path | None:
+    """The gru-jax run directory that ``folder`` is or lies inside (e.g. its checkpoints/)."""
+    folder = folder.absolute()
+    for candidate in (folder, *folder.parents):
+        if (candidate / "config.json").is_file() and (candidate / "items.npy").is_file():
+            return candidate
+    return None
+
+
 def data_fingerprint(log) -> str:
     """A hash of a training log's sessions (item indices, offsets, times): resuming a run on
     other data of the same catalogue must be refused, and the item ids alone cannot tell."""
@@ -389,7 +398,7 @@ def train(
     if evaluate_test and dataset.test is not None:
         check_evaluable(dataset.test)  # before training, not after it
     item_ids = item_ids_for_saving(dataset.item_ids)
-    fingerprint = data_fingerprint(dataset.train)
+    fingerprint = None if out is None else data_fingerprint(dataset.train)
     if out is not None:  # before anything of the earlier run is replaced
         _check_run_directory_everywhere(out, config, item_ids, fingerprint)
 

@@ -150,6 +150,26 @@ def test_four_devices_match_one_device_after_20_steps(tmp_path, case):
 SMALL = {"n_train": 48, "n_test": 16}  # 7 dispatches: collectives between processes are slow
 
 
+def _start_two_processes(tmp_path, runs_of, cpu_devices):
+    """Processes 0 and 1, coordinated on localhost; process i runs ``runs_of(i)``."""
+    port = free_port()
+    return [
+        _start(
+            _spec(
+                tmp_path,
+                f"process{i}",
+                runs_of(i),
+                cpu_devices=cpu_devices,
+                coordinator=f"127.0.0.1:{port}",
+                num_processes=2,
+                process_id=i,
+                dataset=SMALL,
+            )
+        )
+        for i in range(2)
+    ]
+
+
 @pytest.mark.multiprocess
 def test_two_processes_match_one_process(tmp_path):
     # Given two processes of 2 CPU devices each, coordinated on localhost
@@ -163,22 +183,7 @@ def test_two_processes_match_one_process(tmp_path):
         }
         for mode in ("sharding", "pmap")
     ]
-    port = free_port()
-    procs = [
-        _start(
-            _spec(
-                tmp_path,
-                f"process{i}",
-                runs,
-                cpu_devices=2,
-                coordinator=f"127.0.0.1:{port}",
-                num_processes=2,
-                process_id=i,
-                dataset=SMALL,
-            )
-        )
-        for i in range(2)
-    ]
+    procs = _start_two_processes(tmp_path, lambda i: runs, cpu_devices=2)
     # and one process of one device on the same data
     single = [{**runs[0], "name": "none", "config": config, "out_dir": str(tmp_path / "run-none")}]
     run_worker(tmp_path, "single", single, cpu_devices=1, dataset=SMALL)
@@ -308,28 +313,17 @@ def test_a_run_folder_refused_on_one_process_stops_every_process(tmp_path):
     foreign = tmp_path / "p0"
     foreign.mkdir()
     (foreign / "results.json").write_text('{"mine": 1}')
-    port = free_port()
-    procs = [
-        _start(
-            _spec(
-                tmp_path,
-                f"process{i}",
-                [
-                    {
-                        "name": f"p{i}",
-                        "out_dir": str(tmp_path / f"p{i}"),
-                        "config": {"parallel": "sharding"},
-                    }
-                ],  # fmt: skip
-                cpu_devices=1,
-                coordinator=f"127.0.0.1:{port}",
-                num_processes=2,
-                process_id=i,
-                dataset=SMALL,
-            )
-        )
-        for i in range(2)
-    ]
+    procs = _start_two_processes(
+        tmp_path,
+        lambda i: [
+            {
+                "name": f"p{i}",
+                "out_dir": str(tmp_path / f"p{i}"),
+                "config": {"parallel": "sharding"},
+            }
+        ],
+        cpu_devices=1,
+    )
 
     # When both start, Then both stop with an error (neither waits for the other in a
     # collective), and the foreign file is kept
