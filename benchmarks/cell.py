@@ -358,6 +358,7 @@ def environment(args) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
+    nan = float("nan")  # a ratio whose reference was not in --impls
     header = f"{'B':>4} {'H':>4} {'T':>3} {'dtype':>8} {'mode':>7}  {'impl':<18}"
     header += f" {'ms':>9} {'events/s':>10} {'GFLOP/s':>8} {'vs nnx':>7} {'vs linen':>8}"
     print(header)
@@ -367,7 +368,7 @@ def print_table(rows: list[dict]) -> None:
             f"{row['batch']:>4} {row['hidden']:>4} {row['steps']:>3} {row['dtype']:>8} "
             f"{row['mode']:>7}  {row['impl']:<18} {row['seconds'] * 1e3:>9.2f} "
             f"{row['events_per_second']:>10.3g} {row['flops_per_second'] / 1e9:>8.1f} "
-            f"{row['speed_vs_nnx']:>7.2f} {row.get('speed_vs_linen', float('nan')):>8.2f}"
+            f"{row.get('speed_vs_nnx', nan):>7.2f} {row.get('speed_vs_linen', nan):>8.2f}"
         )
 
 
@@ -389,7 +390,11 @@ def _group(rows, key):
     return groups
 
 
-def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> None:
+def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> bool:
+    """Bars of speed relative to nnx (or linen when nnx was not run); False when neither ran."""
+    key = next((k for k in ("speed_vs_nnx", "speed_vs_linen") if any(k in r for r in rows)), None)
+    if key is None:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,16 +409,16 @@ def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> None:
         width = 0.8 / len(impls)
         for i, impl in enumerate(impls):
             speed = {
-                (r["batch"], r["hidden"], r["steps"]): r["speed_vs_nnx"]
+                (r["batch"], r["hidden"], r["steps"]): r[key]
                 for r in sub
-                if r["impl"] == impl
+                if r["impl"] == impl and key in r
             }
             values = [speed.get(s, 0.0) for s in shapes]
             ax.bar([j + i * width for j in range(len(shapes))], values, width, label=impl)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
         ax.set_xticklabels([f"B{b}\nH{h}\nT{t}" for b, h, t in shapes], fontsize=7)
-        ax.set_ylabel("speed relative to nnx (higher is faster)")
+        ax.set_ylabel(f"speed relative to {key[9:]} (higher is faster)")
         ax.set_title(f"{mode}, {dtype}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
@@ -421,6 +426,7 @@ def plot(rows: list[dict], path: pathlib.Path, device_kind: str) -> None:
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,9 +490,8 @@ def main(argv=None) -> None:
         parts = [f"{k[6:]} {v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" for k, v in value.items()]
         print(f"  {key:<34} " + "  ".join(parts))
     path = write_results(args, env, rows, complete=True)
-    if not args.no_plot:
-        plot(rows, path.with_suffix(".png"), env["device_kind"])
-    print(f"wrote {path}" + ("" if args.no_plot else " and .png"))
+    plotted = not args.no_plot and plot(rows, path.with_suffix(".png"), env["device_kind"])
+    print(f"wrote {path}" + (" and .png" if plotted else ""))
     del jax
 
 

@@ -47,6 +47,22 @@ def test_cell_benchmark_writes_a_row_per_implementation_and_mode(tmp_path, capsy
     assert "vs linen" in capsys.readouterr().out
 
 
+def test_cell_benchmark_without_the_nnx_reference_plots_against_linen(tmp_path, capsys):
+    # A subset without nnx used to crash on the missing ratio after measuring.
+    cell = load_cell_benchmark()
+    cell.main(
+        ["--batch", "4", "--hidden", "8", "--steps", "3", "--dtypes", "float32",
+         "--modes", "fwd", "--impls", "gru_jax", "linen", "--repeats", "1",
+         "--min-time", "0.001", "--threads", "0", "--out", str(tmp_path)]
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "cell_cpu.json").read_text())["rows"]
+    assert all("speed_vs_nnx" not in r for r in rows)
+    linen = next(r for r in rows if r["impl"] == "linen")
+    assert np.isclose(linen["speed_vs_linen"], 1.0)
+    assert (tmp_path / "cell_cpu.png").stat().st_size > 0
+    assert "and .png" in capsys.readouterr().out
+
+
 def test_matmul_floor_computes_the_layers_matmuls():
     """The floor must do the same matmul work as the layer: check its outputs by hand."""
     import jax
