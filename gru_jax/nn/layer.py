@@ -50,7 +50,8 @@ def _xla_sequence(params, xs, h0, resets, mask, *, variant, hoist, unroll, dtype
 class GRU(nnx.Module):
     """A stack of GRU layers run over time.
 
-    Call: ``layer(x, *, initial_carry=None, resets=None, mask=None) -> (outputs, final_carry)``
+    Call: ``layer(x, *, initial_carry=None, resets=None, mask=None, deterministic=None)
+    -> (outputs, final_carry)``
 
     Args of the call:
       x: (B, T, E) inputs, or (T, B, E) when ``time_major``.
@@ -58,7 +59,9 @@ class GRU(nnx.Module):
       resets: (B, T) bool ((T, B) when time_major); True zeroes the row's carry *before* step t,
         i.e. a new session starts in that row at step t.
       mask: (B, T) bool ((T, B) when time_major); False marks a padded step whose carry passes
-        through unchanged (its output is the carried state).
+        through unchanged (its output is the carried state). The inputs of padded steps are
+        never read, so NaN padding leaves outputs and gradients finite. A reset at a padded
+        step still applies: the zeroed carry passes through.
       deterministic: disables dropout between layers when True (default: the module's mode,
         see `nnx.Module.eval` / `train`).
 
@@ -142,6 +145,10 @@ class GRU(nnx.Module):
         resets = self._time_major_flags("resets", resets, steps, batch)
         mask = self._time_major_flags("mask", mask, steps, batch)
         h0s = self._initial_carry(initial_carry, batch)
+        if mask is not None:
+            # Padding may hold anything; the backward pass multiplies it by zero, and 0·NaN is
+            # NaN, so padded inputs are zeroed here, where every impl sees it.
+            xs = jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
 
         finals = []
         for layer, cell in enumerate(self.cells):
@@ -185,6 +192,8 @@ class GRU(nnx.Module):
         layout = "(T, B, E)" if self.time_major else "(B, T, E)"
         if xs.ndim != 3:
             raise ValueError(f"x must have shape {layout}, got shape {tuple(xs.shape)}")
+        if 0 in xs.shape[:2]:
+            raise ValueError(f"x of shape {layout} = {tuple(xs.shape)} has no time steps or no rows")
         if xs.shape[-1] != self.in_features:
             raise ValueError(
                 f"x has {xs.shape[-1]} features in its last axis, the layer expects "

@@ -116,6 +116,33 @@ def test_mask_passes_carry_through(impl):
     np.testing.assert_allclose(out[1], full[0], **TOL)
 
 
+@pytest.mark.parametrize("impl", ["xla", "reference", "pallas"])
+@pytest.mark.parametrize("hoist", [False, True])
+def test_nan_padding_leaves_outputs_and_gradients_finite(impl, hoist):
+    """Padded inputs are never read: NaN there gives the outputs and every gradient of the same
+    inputs padded with zeros (whose values the NumPy and Flax tests pin), in every impl."""
+    if impl != "xla" and hoist:
+        pytest.skip("hoist is an XLA-path option")
+    layer = GRU(3, 5, num_layers=2, impl=impl, hoist=hoist, rngs=nnx.Rngs(0))
+    _randomise(layer)
+    graph, state, rest = nnx.split(layer, nnx.Param, ...)
+    x = jax.random.normal(jax.random.key(8), (2, 4, 3))
+    mask = jnp.array([[True, True, False, False], [True, False, True, True]])
+    resets = jnp.array([[False, False, False, True], [False, False, True, False]])
+    padded = ~mask[..., None]
+
+    def loss(state, x):
+        out, carry = nnx.merge(graph, state, rest)(x, resets=resets, mask=mask)
+        return jnp.sum(out**2) + jnp.sum(carry**3)
+
+    want = jax.value_and_grad(loss, argnums=(0, 1))(state, jnp.where(padded, 0.0, x))
+    got = jax.value_and_grad(loss, argnums=(0, 1))(state, jnp.where(padded, jnp.nan, x))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, **TOL)
+    np.testing.assert_array_equal(np.asarray(got[1][1])[np.asarray(padded[..., 0])], 0.0)
+
+
 @pytest.mark.parametrize("variant", ["reset_after", "reset_before"])
 def test_xla_arrangements_agree_with_reference(variant):
     x = jax.random.normal(jax.random.key(5), (6, 9, 8))
@@ -185,6 +212,9 @@ def test_bfloat16_compute_within_tolerance():
     [
         ({}, {"x": jnp.ones((2, 3))}, r"shape \(B, T, E\)"),
         ({}, {"x": jnp.ones((2, 3, 5))}, "in_features=4"),
+        ({}, {"x": jnp.ones((2, 0, 4))}, "no time steps or no rows"),
+        ({"impl": "reference"}, {"x": jnp.ones((2, 0, 4))}, "no time steps or no rows"),
+        ({"impl": "pallas"}, {"x": jnp.ones((0, 3, 4))}, "no time steps or no rows"),
         ({}, {"resets": jnp.zeros((3, 2), bool)}, r"resets must have shape \(B, T\)"),
         ({}, {"resets": jnp.zeros((2, 3), jnp.int32)}, "resets must be a boolean"),
         ({}, {"mask": jnp.zeros((2, 3))}, "mask must be a boolean"),
