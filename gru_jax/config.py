@@ -2,7 +2,7 @@
 
 Keys and defaults of the first block are those of the official PyTorch GRU4Rec
 (`hidasib/GRU4Rec_PyTorch_Official:gru4rec_pytorch.py`, class `GRU4Rec`), so a config written
-for it reads the same here. `Config.from_overrides` parses ``key=value`` strings as the CLI passes
+for it reads the same here. `Config.with_overrides` parses ``key=value`` strings as the CLI passes
 them; `PRESETS` holds the published best hyperparameters.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import pathlib
 import tomllib
 from typing import Any
@@ -66,6 +67,10 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        # Every way of making a Config (constructor, replace, file, overrides) passes here, so
+        # Config(layers=[8]) equals the (8,) its config.json reads back, and 2.5 rows are refused.
+        for key in ("layers", *(f.name for f in dataclasses.fields(self) if f.name != "layers")):
+            object.__setattr__(self, key, _coerce(self, key, getattr(self, key)))
         checks = {
             "batch_size": self.batch_size >= 1,
             "n_sample": self.n_sample >= 0,
@@ -104,11 +109,7 @@ class Config:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; see `gru-jax presets --keys`")
-        config = self
-        if "layers" in changes:  # first: embedding=layersize reads the new layers
-            config = dataclasses.replace(self, layers=_coerce(self, "layers", changes["layers"]))
-        values = {k: _coerce(config, k, v) for k, v in changes.items() if k != "layers"}
-        return dataclasses.replace(config, **values)
+        return dataclasses.replace(self, **changes)
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Applies ``key=value`` strings (CLI style: layers=224 or layers=100/100, loss=bpr-max)."""
@@ -155,8 +156,9 @@ class Config:
 
 
 def _coerce(config: Config, key: str, value: Any) -> Any:
-    """Converts a string (or JSON value) to the type of the field's default."""
-    default = getattr(config, key)
+    """Converts a string (or JSON or Python value) to the type of the field's default; reads
+    ``config.layers`` for ``embedding=layersize``."""
+    default = _DEFAULTS[key]
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(",", "/").split("/") if v]
@@ -179,6 +181,8 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
         raise ValueError(f"config key {key} takes true/false, got {value!r}")
     if key == "embedding" and value == "layersize":
         return int(config.layers[0])
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"config key {key} takes a string, got {value!r}")
     try:
         return _integer(value) if isinstance(default, int) else type(default)(value)
     except (TypeError, ValueError):
@@ -197,9 +201,12 @@ def _integer(value: Any) -> int:
         return int(value)
     if isinstance(value, str):
         return int(value.strip())
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # NumPy integers too
+        return int(value)
     raise TypeError(f"{value!r} is not an integer")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 
 
 # Published best hyperparameters. Sources: the README table of hidasib/GRU4Rec (identical in the

@@ -120,3 +120,25 @@ def test_config_files_keep_booleans_and_integers_apart(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         Config.from_file(path)
+
+
+def test_the_constructor_coerces_and_checks_like_overrides():
+    """Config(...) in Python gets the types a saved config.json reads back as, so a run made
+    from it compares equal on resume; values the types cannot hold are refused by name."""
+    import json
+
+    import numpy as np
+
+    config = Config(layers=[8, np.int64(4)], batch_size=np.int64(16), learning_rate=1)
+    assert config.layers == (8, 4) and type(config.batch_size) is int
+    assert isinstance(config.learning_rate, float)
+    assert Config(**json.loads(json.dumps(config.to_dict()))) == config
+    assert Config(layers=[32], embedding="layersize").embedding == 32
+    for kwargs, message in [
+        ({"layers": (8.5,)}, "layers takes integers"),
+        ({"batch_size": 2.5}, "batch_size takes an integer"),
+        ({"loss": 5}, "loss takes a string"),
+        ({"bptt": 2}, "bptt takes true/false"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Config(**kwargs)
