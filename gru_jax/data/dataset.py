@@ -80,6 +80,19 @@ class SessionLog:
             if arr is not None and arr.shape != (n,):
                 raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
 
+    def check_items(self, n_items: int, name: str = "log", *, unseen: bool = True) -> None:
+        """Raises ValueError unless every item is a dense index below ``n_items`` (or -1, an
+        unseen item, when ``unseen``): an index outside the tables would be clamped by JAX's
+        gathers, silently scoring another item."""
+        low = -1 if unseen else 0
+        bad = np.flatnonzero((self.items < low) | (self.items >= n_items))
+        if bad.size:
+            allowed = f"{low}..{n_items - 1}" if n_items else "none: the catalogue is empty"
+            raise ValueError(
+                f"{name}: item index {self.items[bad[0]]} at event {bad[0]} is outside the "
+                f"catalogue of {n_items} items (allowed: {allowed}); {bad.size} such events"
+            )
+
     @property
     def n_sessions(self) -> int:
         return len(self.offsets) - 1
@@ -235,6 +248,13 @@ class Dataset:
     valid: SessionLog | None
     item_ids: np.ndarray
     stats: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.train.check_items(self.n_items, "train", unseen=False)
+        for name in ("test", "valid"):
+            log = getattr(self, name)
+            if log is not None:
+                log.check_items(self.n_items, name)
 
     @property
     def n_items(self) -> int:

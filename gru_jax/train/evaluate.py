@@ -114,6 +114,7 @@ class Evaluator:
         )
 
     def __call__(self, params: dict, log: SessionLog) -> dict:
+        log.check_items(self.spec.n_items, "test")
         clean = check_evaluable(log)
         # Sessions are independent here (zero carry at each start, metrics are sums), so the
         # order is free: longest first, and no more rows than keep busy until the longest
@@ -163,4 +164,11 @@ def top_k(spec: ModelSpec, params: dict, items: jax.Array, k: int) -> tuple[jax.
         _, hidden = jax.lax.scan(body, model.initial_carry(1), items)
         return jax.lax.top_k(model.score_all(hidden[-1])[0], k)
 
+    items = np.asarray(items)
+    bad = items[(items < 0) | (items >= spec.n_items)]
+    if items.ndim != 1 or not items.size or bad.size:
+        raise ValueError(
+            f"top_k needs a non-empty 1-D session of item indices in 0..{spec.n_items - 1}; "
+            + (f"got {bad[0]}" if bad.size else f"got shape {items.shape}")
+        )
     return run(params, jnp.asarray(items, jnp.int32))

@@ -128,3 +128,25 @@ def test_drop_unseen_keeps_prediction_flags_aligned():
     clean = drop_unseen(log)
     np.testing.assert_array_equal(clean.log.items, [1, 2, 3, 4])
     np.testing.assert_array_equal(clean.log.predict, [False, True, False, True])
+
+
+@pytest.mark.parametrize("bad", [N_ITEMS, -2])
+def test_items_outside_the_catalogue_are_refused_not_clamped(bad):
+    """JAX's gathers clamp an out-of-range index to the last row: without the check item N
+    would be scored as item N - 1."""
+    from gru_jax.data import Dataset
+    from gru_jax.train.evaluate import top_k
+
+    model = _model()
+    spec, params = ModelSpec.split(model)
+    log = _as_log([[1, 2, 3], [4, bad]])
+    with pytest.raises(ValueError, match=f"item index {bad} at event 4 .* {N_ITEMS} items"):
+        evaluate(spec, params, log)
+    with pytest.raises(ValueError, match=f"got {bad}"):
+        top_k(spec, params, [1, bad], 3)
+    items = np.arange(N_ITEMS)
+    with pytest.raises(ValueError, match=f"test: item index {bad}"):
+        Dataset(_as_log([[1, 2]]), log, None, items)
+    with pytest.raises(ValueError, match=rf"train: item index -1 .*\(allowed: 0\.\.{N_ITEMS - 1}\)"):
+        Dataset(_as_log([[1, -1]]), None, None, items)  # unseen marks only in test splits
+    evaluate(spec, params, _as_log([[1, 2, 3], [4, -1, 5]]))  # -1 (unseen) stays allowed
