@@ -25,6 +25,9 @@ gradient would instead decay that row's velocity).
 
 The plain optax optimizers in `OPTIMIZERS` (adam, adamw, adagrad, sgd) densify row-sparse
 gradients first: dense semantics (every row's state moves each step) and a full-table cost.
+A plain optax transformation chained before `adagrad_momentum` must not see a `RowSparse` leaf
+(it would transform the row indices too): `on_row_values` runs a stateless one (clipping,
+scaling) on the rows' values, `with_dense_gradients` any one on dense gradients.
 """
 
 from __future__ import annotations
@@ -68,7 +71,16 @@ def _clean_indices(indices: jax.Array, num_rows: int) -> jax.Array:
     JAX indexing would wrap negative indices like NumPy; mapping them to num_rows makes every
     out-of-range index padding, dropped by ``mode="drop"`` scatters.
     """
-    indices = jnp.asarray(indices).astype(jnp.int32)
+    indices = jnp.asarray(indices)
+    if not jnp.issubdtype(indices.dtype, jnp.integer):
+        # A NamedTuple's indices are a pytree leaf: optax.scale(0.5) halves them too.
+        raise TypeError(
+            f"RowSparse indices have dtype {indices.dtype}: a plain optax transformation ran on "
+            "a row-sparse gradient and changed its row indices. Wrap it in "
+            "gru_jax.optim.on_row_values (stateless ones: scaling, clipping) or "
+            "gru_jax.optim.with_dense_gradients"
+        )
+    indices = indices.astype(jnp.int32)
     return jnp.where((indices >= 0) & (indices < num_rows), indices, num_rows)
 
 
@@ -247,6 +259,46 @@ def with_dense_gradients(tx: optax.GradientTransformation) -> optax.GradientTran
         return tx.update(updates, state, params, **extra)
 
     return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+
+
+def on_row_values(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Wraps a stateless ``tx`` (scaling, clipping by value or by global norm, a schedule's
+    scale) so it sees the values of `RowSparse` gradient leaves and leaves their row indices
+    alone; chain it before `adagrad_momentum` to keep the row-sparse update. Needs ``params``.
+
+    Each RowSparse leaf is coalesced first (repeated rows summed, padding rows zero), so its
+    values are exactly the non-zero rows of the dense gradient: a global norm over them equals
+    the dense gradient's. A ``tx`` whose state holds arrays shaped like the parameters (Adam's
+    moments) has dense semantics; use `with_dense_gradients` for it.
+    """
+
+    def init_fn(params):
+        state = tx.init(params)
+        if any(jnp.ndim(x) > 0 for x in jax.tree.leaves(state)):
+            raise ValueError(
+                "on_row_values takes a stateless transformation (its state may hold scalars "
+                "only); one with per-parameter state needs with_dense_gradients"
+            )
+        return state
+
+    def update_fn(updates, state, params=None, **extra):
+        treedef = jax.tree.structure(updates, is_leaf=is_row_sparse)
+        leaves = treedef.flatten_up_to(updates)
+        sparse = [is_row_sparse(g) for g in leaves]
+        if any(sparse):
+            if params is None:
+                raise ValueError("RowSparse gradients need params (for the table shapes)")
+            rows = [jnp.shape(p)[0] for p in treedef.flatten_up_to(params)]
+            leaves = [coalesce(g, n) if s else g for g, n, s in zip(leaves, rows, sparse)]
+        values = [g.values if s else g for g, s in zip(leaves, sparse)]
+        values, state = tx.update(treedef.unflatten(values), state, params, **extra)
+        out = [
+            RowSparse(g.indices, v) if s else v
+            for g, v, s in zip(leaves, treedef.flatten_up_to(values), sparse)
+        ]
+        return treedef.unflatten(out), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class OptimizerFactory(Protocol):

@@ -137,6 +137,45 @@ def test_duplicate_indices_are_summed():
     np.testing.assert_allclose(c.values, [[2.5], [5.0], [0.0], [0.0]])
 
 
+def test_global_norm_clipping_before_the_row_sparse_update_matches_numpy():
+    """on_row_values(clip_by_global_norm) + adagrad_momentum: the norm is the dense gradient's
+    (repeated rows summed first), and only the touched rows move."""
+    max_norm = 1.0
+    table = _table()
+    dense = np.array([0.3, -0.2])
+    rows, g_rows = [2, 0, 2, 4], np.array([[1.0, 2, 0], [0, 1, 1], [0.5, 0, -1], [9, 9, 9]])
+    tx = optax.chain(optim.on_row_values(optax.clip_by_global_norm(max_norm)),
+                     adagrad_momentum(LR, momentum=MOM))  # fmt: skip
+    params = {"t": jnp.asarray(table, jnp.float32), "w": jnp.zeros(2)}
+    grads = {"t": RowSparse(jnp.array(rows), jnp.asarray(g_rows, jnp.float32)),
+             "w": jnp.asarray(dense, jnp.float32)}  # fmt: skip
+    got, _ = _apply(tx, params, tx.init(params), grads)
+
+    # NumPy: dense table gradient (row 4 is out of range: padding), one global norm, scale.
+    g_table = np.zeros_like(table)
+    for r, gr in zip(rows[:3], g_rows[:3]):
+        g_table[r] += gr
+    scale = min(1.0, max_norm / np.sqrt((g_table**2).sum() + (dense**2).sum()))
+    assert scale < 0.5  # the clipping is really exercised
+    zeros = np.zeros_like(table)
+    want_t, _, _ = np_indexed_step(table, zeros, zeros, rows[:3], g_rows[:3] * scale)
+    want_w, _, _ = np_step(np.zeros(2), np.zeros(2), np.zeros(2), dense * scale)
+    np.testing.assert_allclose(got["t"], want_t, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["w"], want_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(got["t"])[[1, 3]], table[[1, 3]].astype(np.float32))
+
+
+def test_plain_optax_before_the_row_sparse_update_is_refused():
+    # optax.scale also scales a NamedTuple's integer indices: rows [2, 3] became [1, 1] silently.
+    params = {"t": jnp.zeros((6, 2))}
+    grads = {"t": RowSparse(jnp.array([2, 3]), jnp.ones((2, 2)))}
+    tx = optax.chain(optax.scale(0.5), adagrad_momentum(LR))
+    with pytest.raises(TypeError, match="changed its row indices.*on_row_values"):
+        tx.update(grads, tx.init(params), params)
+    with pytest.raises(ValueError, match="stateless"):
+        optim.on_row_values(optax.adam(0.1)).init(params)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_coalesce_matches_numpy_on_random_repeats_and_padding(seed):
     # Skewed repeats (as sampled negatives have), padding (N), and out-of-range indices.

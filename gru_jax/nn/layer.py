@@ -193,7 +193,9 @@ class GRU(nnx.Module):
         if xs.ndim != 3:
             raise ValueError(f"x must have shape {layout}, got shape {tuple(xs.shape)}")
         if 0 in xs.shape[:2]:
-            raise ValueError(f"x of shape {layout} = {tuple(xs.shape)} has no time steps or no rows")
+            raise ValueError(
+                f"x of shape {layout} = {tuple(xs.shape)} has no time steps or no rows"
+            )
         if xs.shape[-1] != self.in_features:
             raise ValueError(
                 f"x has {xs.shape[-1]} features in its last axis, the layer expects "

@@ -147,6 +147,8 @@ def test_items_outside_the_catalogue_are_refused_not_clamped(bad):
     items = np.arange(N_ITEMS)
     with pytest.raises(ValueError, match=f"test: item index {bad}"):
         Dataset(_as_log([[1, 2]]), log, None, items)
-    with pytest.raises(ValueError, match=rf"train: item index -1 .*\(allowed: 0\.\.{N_ITEMS - 1}\)"):
+    with pytest.raises(
+        ValueError, match=rf"train: item index -1 .*\(allowed: 0\.\.{N_ITEMS - 1}\)"
+    ):
         Dataset(_as_log([[1, -1]]), None, None, items)  # unseen marks only in test splits
     evaluate(spec, params, _as_log([[1, 2, 3], [4, -1, 5]]))  # -1 (unseen) stays allowed
