@@ -96,3 +96,29 @@ def test_user_cells_can_be_registered():
     assert isinstance(model.cells[0], nnx.GRUCell)
     with pytest.raises(ValueError, match="unknown cell 'nope'"):
         GRU4Rec(10, (6,), cell="nope", rngs=nnx.Rngs(0))
+
+
+def test_cells_with_state_besides_parameters_are_refused_for_training():
+    """The trainer rebuilds the model from its parameters at every step: a cell's own dropout
+    RNG would give the same mask at every step, BatchNorm statistics would never move."""
+    from gru_jax.train.functional import ModelSpec
+
+    class DroppingCell(nnx.Module):
+        def __init__(self, in_features, hidden_features, *, variant, dtype, rngs):
+            self.cell = nnx.GRUCell(in_features, hidden_features, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=1))
+
+        def __call__(self, carry, x):
+            return self.cell(carry, self.drop(x))
+
+        def initialize_carry(self, shape, rngs=None):
+            return self.cell.initialize_carry(shape, rngs)
+
+    CELLS.register("test-dropping-gru", DroppingCell, overwrite=True)
+    model = GRU4Rec(10, (6,), cell="test-dropping-gru", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"cells/0/drop/rngs/\w+ \(Rng\w+\).*dropout_p_hidden"):
+        ModelSpec.split(model)
+    spec, params = ModelSpec.split(GRU4Rec(10, (6,), cell="flax-gru", rngs=nnx.Rngs(0)))
+    assert set(params) >= {"cells", "item_matrix"}  # stateless cells still split and rebuild
+    assert spec.build(params).n_items == 10
+
