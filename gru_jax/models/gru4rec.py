@@ -13,7 +13,10 @@ Embedding modes (GRU4Rec's names):
     matrix W_y, so the last layer size is also the embedding size;
   ``embedding=X`` ("embedding"): a separate (N, X) input table;
   neither ("onehot"): the item id selects a row of the first layer's input kernel, a (N, 3H)
-    table, to which the first cell's input bias is added.
+    table, to which the first cell's input bias is added. The first layer is then the
+    embedding, as in the official PyTorch port (``GRUEmbedding``): p_embed applies to its
+    output (carried), not to its input rows, and p_hidden to the layers after it. (The Theano
+    original applies p_hidden to that output and has no embedding dropout in this mode.)
 
 The item tables (W_y, b_y and the input table) are `ItemTable` parameters: the trainer gathers
 the rows a step needs, differentiates with respect to those rows only and updates them
@@ -62,7 +65,8 @@ class GRU4Rec(nnx.Module):
       layers: hidden sizes of the stacked cells.
       embedding: X for a separate input embedding (0: none).
       constrained_embedding: share W_y as the input embedding (overrides ``embedding``).
-      dropout_p_embed, dropout_p_hidden: drop rates on the input rows and on each layer's output.
+      dropout_p_embed, dropout_p_hidden: drop rates on the input rows and on each layer's output
+        (in the onehot mode, on the first layer's output and on each later layer's output).
       variant: GRU form for the fused cell, "reset_after" or "reset_before".
       cell: a name in `gru_jax.models.CELLS` ("fused", "flax-gru", "flax-lstm", or user-added).
       dtype: matmul operand dtype of the cells and the scores (None: float32).
@@ -169,17 +173,19 @@ class GRU4Rec(nnx.Module):
         keys = (None,) * (len(self.cells) + 1)
         if dropout_key is not None:
             keys = tuple(jax.random.split(dropout_key, len(self.cells) + 1))
-        x = dropout(input_rows, self.dropout_p_embed, keys[0])
+        onehot = self.mode == "onehot"
+        x = input_rows if onehot else dropout(input_rows, self.dropout_p_embed, keys[0])
         new_carry = []
         for i, (cell, c) in enumerate(zip(self.cells, carry)):
-            if i == 0 and self.mode == "onehot":
+            rate = self.dropout_p_hidden
+            if i == 0 and onehot:  # the embedding layer: its output takes p_embed (PyTorch port)
                 params = F.GRUParams(None, cell.bias_i[...], cell.kernel_h[...], cell.bias_h[...])
                 gi = x.astype(jnp.float32) + params.bias_i
                 c_new = F.step_from_projection(params, c, gi, self.variant, self.dtype)
-                y = c_new
+                y, rate = c_new, self.dropout_p_embed
             else:
                 c_new, y = cell(c, x)
-            y = dropout(y, self.dropout_p_hidden, keys[i + 1])
+            y = dropout(y, rate, keys[i + 1])
             if isinstance(c_new, jax.Array) and c_new.shape == y.shape:
                 c_new = y.astype(c_new.dtype)  # GRU4Rec carries the dropped-out state
             new_carry.append(c_new)

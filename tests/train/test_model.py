@@ -122,3 +122,29 @@ def test_cells_with_state_besides_parameters_are_refused_for_training():
     assert set(params) >= {"cells", "item_matrix"}  # stateless cells still split and rebuild
     assert spec.build(params).n_items == 10
 
+
+def test_onehot_mode_drops_the_embedding_layers_output_as_the_pytorch_port():
+    """gru4rec_pytorch.py, one-hot mode: E = GRUEmbedding(X, H[0]); E = dropout_p_embed(E);
+    H[0] = E; the hidden dropouts apply from the second layer on. So the first layer's input
+    rows are not dropped: its pre-dropout output equals the evaluation output exactly."""
+    p = 0.5
+    model = GRU4Rec(20, (40, 30), constrained_embedding=False, embedding=0,
+                    dropout_p_embed=p, dropout_p_hidden=0.0, rngs=nnx.Rngs(0))  # fmt: skip
+    carry = model.initial_carry(64)
+    rows = model.input_rows(jnp.arange(64) % 20)
+    (first, second), _ = model.step(carry, rows, dropout_key=jax.random.key(1))
+    (clean_first, _), _ = model.step(carry, rows)
+    first, clean_first = np.asarray(first), np.asarray(clean_first)
+    kept = first != 0
+    assert 0.4 < 1 - kept.mean() < 0.6  # p_embed on the first layer's carried output
+    np.testing.assert_allclose(first[kept], clean_first[kept] / (1 - p), rtol=1e-5)
+    # p_hidden = 0: the second layer's output is not dropped.
+    assert np.mean(np.asarray(second) == 0) < 0.01
+    # ... and p_hidden does not reach the embedding layer.
+    only_hidden = GRU4Rec(20, (40,), constrained_embedding=False, embedding=0,
+                          dropout_p_embed=0.0, dropout_p_hidden=p, rngs=nnx.Rngs(0))  # fmt: skip
+    (dropped,), _ = only_hidden.step(
+        only_hidden.initial_carry(64), rows, dropout_key=jax.random.key(1)
+    )
+    (clean,), _ = only_hidden.step(only_hidden.initial_carry(64), rows)
+    np.testing.assert_array_equal(dropped, clean)
