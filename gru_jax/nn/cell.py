@@ -45,10 +45,13 @@ class FusedGRUCell(nnx.Module):
       in_features: E.
       hidden_features: H.
       variant: "reset_after" or "reset_before".
-      dtype: matmul operand dtype (e.g. jnp.bfloat16); the carry stays float32.
-      param_dtype: parameter dtype.
-      init: "flax" (Flax's defaults: lecun-normal input kernel, orthogonal recurrent kernel per
-        gate, zero biases) or "glorot" (GRU4Rec's: Glorot-uniform per gate block, zero biases).
+      dtype: matmul operand dtype (e.g. jnp.bfloat16); the gate arithmetic runs in float32
+        and the new carry has the given carry's dtype (float32 for an integer carry).
+      param_dtype: parameter dtype; also that of `initialize_carry`'s zeros, as in Flax, so
+        under `nnx.RNN` a bfloat16 cell carries a bfloat16 state (`gru_jax.GRU` keeps float32).
+      init: "flax" (`flax.linen.GRUCell`'s defaults: lecun-normal input kernel, an orthogonal
+        recurrent kernel per gate, zero biases; `flax.nnx.GRUCell` draws one orthogonal (H, 3H)
+        matrix instead) or "glorot" (GRU4Rec's: Glorot-uniform per gate block, zero biases).
       rngs: NNX random streams (the "params" stream initialises the kernels).
     """
 
@@ -111,8 +114,14 @@ class FusedGRUCell(nnx.Module):
             raise ValueError(
                 f"carry has {carry.shape[-1]} features, the cell expects {self.hidden_features}"
             )
+        if carry.shape[:-1] != inputs.shape[:-1]:
+            raise ValueError(
+                f"carry {tuple(carry.shape)} and inputs {tuple(inputs.shape)} differ in their "
+                "leading (batch) axes"
+            )
         new_h = F.step(self.params, carry.astype(jnp.float32), inputs, self.variant, self.dtype)
-        new_h = new_h.astype(carry.dtype)
+        floating = jnp.issubdtype(carry.dtype, jnp.floating)
+        new_h = new_h.astype(carry.dtype if floating else jnp.float32)
         return new_h, new_h
 
     def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None) -> jax.Array:

@@ -256,6 +256,14 @@ def test_cell_rejects_wrong_feature_sizes():
         cell(jnp.zeros((2, 6)), jnp.zeros((2, 5)))
     with pytest.raises(ValueError, match="expects 6"):
         cell(jnp.zeros((2, 5)), jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"carry \(3, 6\) and inputs \(2, 4\) differ"):
+        cell(jnp.zeros((3, 6)), jnp.zeros((2, 4)))
+    # An integer carry is a float32 state from the first step on, as in nnx.GRUCell.
+    new, _ = cell(jnp.zeros((2, 6), jnp.int32), jnp.ones((2, 4)))
+    flax_new, _ = nnx.GRUCell(4, 6, rngs=nnx.Rngs(0))(
+        jnp.zeros((2, 6), jnp.int32), jnp.ones((2, 4))
+    )
+    assert new.dtype == flax_new.dtype == jnp.float32 and np.abs(new).max() > 0
 
 
 def test_default_initialisation_matches_flax_statistics():
