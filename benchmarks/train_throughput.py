@@ -17,7 +17,7 @@ dataset and preset, in one process:
 
 The official PyTorch GRU4Rec trained this RetailRocket split at about 6,800 events/s on an idle
 2-core CPU (101 s per epoch); see experiments/RESULTS.md. Results go to
-benchmarks/results/train_throughput_<device>.json.
+runs/benchmarks/train_throughput_<device>_<dataset>.json (--out benchmarks/results to record them).
 """
 
 from __future__ import annotations
