@@ -29,8 +29,10 @@ layer (2·T·B·(E + H)·3H forward, 3x that for forward+backward).
     python benchmarks/cell.py                    # the full grid (for accelerators)
     python benchmarks/cell.py --batch 128 --hidden 100 --steps 20 50 --dtypes bfloat16
 
-On CPU the run is pinned to ``--threads`` threads (default 1) for XLA and PyTorch alike, since
-the machine is shared. Results go to benchmarks/results/cell_<device>.json and .png.
+On CPU the run is pinned to one thread (``--threads 1``, the default) for XLA and PyTorch alike,
+since the machine is shared. Results go to runs/benchmarks/cell_<device>.json and .png (speeds
+relative to nnx, or to linen when nnx is not run); ``--out benchmarks/results`` replaces the
+recorded ones. A run cut short leaves cell_<device>.partial.json and no complete file.
 """
 
 from __future__ import annotations
@@ -43,25 +45,45 @@ import statistics
 import sys
 import time
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+# Fresh runs go under runs/ (ignored by git); the recorded tables in benchmarks/results/ are
+# replaced only by asking for it: --out benchmarks/results.
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
 REFERENCE = "nnx"
 GRID = {"batch": (32, 128, 512), "hidden": (100, 256, 512), "steps": (1, 20, 50)}
 QUICK = {"batch": (128, 512), "hidden": (100, 256), "steps": (20,)}
+MODES = ("fwd", "fwd+bwd")
+SKIPPED_WHY = "Pallas runs only in interpret mode on CPU; torch needs PyTorch installed"
+
+
+def positive(kind):
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="B 128/512, H 100/256, T 20")
-    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes B")
-    parser.add_argument("--hidden", type=int, nargs="+", help="hidden sizes H (E = H)")
-    parser.add_argument("--steps", type=int, nargs="+", help="sequence lengths T")
-    parser.add_argument("--dtypes", nargs="+", default=None, help="float32 and/or bfloat16")
-    parser.add_argument("--modes", nargs="+", default=("fwd", "fwd+bwd"))
+    parser.add_argument("--batch", type=positive(int), nargs="+", help="batch sizes B")
+    parser.add_argument("--hidden", type=positive(int), nargs="+", help="hidden sizes H (E = H)")
+    parser.add_argument("--steps", type=positive(int), nargs="+", help="sequence lengths T")
+    parser.add_argument("--dtypes", nargs="+", default=None, choices=("float32", "bfloat16"))
+    parser.add_argument("--modes", nargs="+", default=("fwd", "fwd+bwd"), choices=MODES)
     parser.add_argument("--impls", nargs="+", default=None, help="subset of implementations")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median taken)")
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timed sample")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (0: library default)")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--repeats", type=positive(int), default=7, help="timed rounds (median)")
+    parser.add_argument("--min-time", type=positive(float), default=0.05, help="s per sample")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="1: XLA:CPU and torch on one thread; N > 1: torch's threads only (XLA:CPU has no "
+        "N-thread setting); 0: both libraries' defaults",
+    )  # fmt: skip
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
@@ -455,7 +477,7 @@ def main(argv=None) -> None:
     print(f"# {env['device_kind']} ({env['platform']}), jax {env['jax']}, flax {env['flax']}, "
           f"torch {env['torch']}, threads {args.threads or 'default'}")  # fmt: skip
 
-    rows = []
+    rows, skipped = [], set()
     for dtype in args.dtypes:
         for mode in args.modes:
             for batch in args.batch:
@@ -467,6 +489,9 @@ def main(argv=None) -> None:
                             run = IMPLS[name](mode, shape, dtype)
                             if run is not None:
                                 runs[name] = run
+                            elif name not in skipped:
+                                skipped.add(name)
+                                print(f"# {name}: not available here ({SKIPPED_WHY}); skipped")
                         seconds = measure(runs, args.repeats, args.min_time)
                         new = []
                         for name, sec in seconds.items():
@@ -513,10 +538,15 @@ def write_results(args, env: dict, rows: list[dict], *, complete: bool) -> pathl
         "summary": summarise(rows),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    # A run cut short keeps what it measured in .partial.json and never replaces a complete
+    # file; the complete one is written whole, then renamed over the old.
     path = args.out / f"{stem}.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(payload, indent=1))
-    partial.replace(path)
+    partial = args.out / f"{stem}.partial.json"
+    target = path.with_suffix(".json.tmp") if complete else partial.with_suffix(".tmp")
+    target.write_text(json.dumps(payload, indent=1))
+    target.replace(path if complete else partial)
+    if complete:
+        partial.unlink(missing_ok=True)
     return path
 
 

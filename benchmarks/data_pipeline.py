@@ -24,7 +24,8 @@ import tempfile
 import time
 
 DEFAULT_CACHE = pathlib.Path(tempfile.gettempdir()) / "gru_jax_bench"
-RESULTS = pathlib.Path(__file__).parent / "results" / "data_pipeline.md"
+# --out benchmarks/results/data_pipeline.md replaces the recorded one.
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks" / "data_pipeline.md"
 LOAD_BEFORE = os.getloadavg()[0]
 
 
@@ -88,7 +89,7 @@ def run(path: pathlib.Path, batch_size: int) -> list[tuple[str, float, int]]:
 
 
 def report(
-    stages, sizes: dict, n_events: int, batch_size: int, repeat: int, path: pathlib.Path
+    stages, sizes: dict, n_events: int, args: argparse.Namespace, path: pathlib.Path
 ) -> str:
     import numpy as np
     import polars as pl
@@ -101,8 +102,9 @@ def report(
         "# Data pipeline benchmark",
         "",
         (
-            f"`python benchmarks/data_pipeline.py --batch-size {batch_size} --repeat {repeat}` "
-            f"(best of {repeat} runs per stage)"
+            f"`python benchmarks/data_pipeline.py --events {args.events} --batch-size "
+            f"{args.batch_size} --repeat {args.repeat}` "
+            f"(best of {args.repeat} runs per stage)"
         ),
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
@@ -118,7 +120,7 @@ def report(
             f"{sizes['n_test_events']:,} test events"
         ),
         (
-            f"- one session-parallel epoch over the train split: B = {batch_size}, T = 1, "
+            f"- one session-parallel epoch over the train split: B = {args.batch_size}, T = 1, "
             f"{sizes['n_batches']:,} batches"
         ),
         (
@@ -149,9 +151,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="runs; the best time per stage")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=DEFAULT_CACHE)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="markdown results")
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"a .md file ({RESULTS})")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag in ("events", "batch_size", "repeat"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; it names the markdown file to write")
 
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     path = args.cache_dir / f"synthetic_{args.events}_seed{args.seed}.tsv"
@@ -175,7 +182,7 @@ def main(argv=None) -> None:
         stages, sizes = run(path, args.batch_size)
         runs.append(stages)
     best = [min(column, key=lambda stage: stage[1]) for column in zip(*runs, strict=True)]
-    text = report(best, sizes, n_events, args.batch_size, args.repeat, path)
+    text = report(best, sizes, n_events, args, path)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

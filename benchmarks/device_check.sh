@@ -8,13 +8,14 @@
 #      on that machine).
 # Each stage has its own time limit (580 s in all, to fit one 10-minute call), so that one slow
 # stage cannot use up a short lease; the cell benchmark writes its JSON after every shape.
-# Logs and JSON go to $OUT (or benchmarks/results/ when OUT is unset). Needs the package's
+# Logs and JSON go to $OUT (or runs/benchmarks/device/ when OUT is unset; the recorded tables in
+# benchmarks/results/ are updated by hand from them). Needs the package's
 # dependencies installed; it runs from a source checkout without installing the package.
 #
 #     bash benchmarks/device_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-benchmarks/results}
+out=${OUT:-runs/benchmarks/device}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}

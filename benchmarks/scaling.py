@@ -20,7 +20,8 @@ device ``--batch`` rows (B = N · batch; the losses are then checked within each
 
 On virtual CPU devices all "devices" share the same cores, so events/s cannot grow with N;
 the figures measure what the collectives and the placement cost. Results are printed as a
-Markdown table and written to benchmarks/results/scaling_<device>_<scaling>.json.
+Markdown table and written to runs/benchmarks/scaling_<device>_<scaling>.json (``--out
+benchmarks/results`` replaces the recorded ones).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import time
 
 import numpy as np
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+RESULTS = (
+    pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
+)  # --out benchmarks/results records
 MODES = ("none", "pmap", "sharding")
 
 
@@ -56,11 +59,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed dispatches (compile)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (median taken)")
     parser.add_argument("--quick", action="store_true", help="4 dispatches x 2 rounds")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.dispatches, args.repeats = 4, 2
+    # Checked here, before any child runs: a refusal after all the work would lose it.
+    numbers = {k: getattr(args, k) for k in ("batch", "layers", "n_items", "steps", "dispatches",
+                                             "repeats")}  # fmt: skip
+    bad = [f"--{k.replace('_', '-')} {v}" for k, v in numbers.items() if v < 1]
+    bad += [f"--devices {n}" for n in args.devices if n < 1]
+    bad += [
+        f"--{k.replace('_', '-')} {v}"
+        for k in ("n_sample", "warmup")
+        if (v := getattr(args, k)) < 0
+    ]
+    if bad:
+        parser.error("must be positive (negatives and warm-up: >= 0): " + ", ".join(bad))
+    if args.child is None:
+        args.devices = tuple(sorted(set(args.devices)))
+        if args.scaling == "strong":
+            if args.devices[0] != 1:
+                parser.error("strong scaling needs 1 in --devices (the reference)")
+            uneven = [n for n in args.devices if args.batch % n]
+            if uneven:
+                parser.error(f"strong scaling splits --batch {args.batch} over the devices; "
+                             f"it does not divide over {uneven}")  # fmt: skip
     return args
 
 
@@ -95,6 +119,7 @@ def run_child(args: argparse.Namespace) -> dict:
     from gru_jax.models import GRU4Rec
     from gru_jax.optim import make_optimizer
     from gru_jax.train.functional import ModelSpec
+    from gru_jax.train.loop import versions
     from gru_jax.train.step import TrainState, make_train_step
 
     devices = jax.devices()[:n]
@@ -159,6 +184,7 @@ def run_child(args: argparse.Namespace) -> dict:
             m: 1000 * statistics.median(s) / len(timed) for m, s in seconds.items()
         },
         "warmup_losses": losses,
+        "versions": versions(),
     }
 
 
@@ -226,15 +252,14 @@ def main(argv=None) -> int:
     for n in args.devices:
         out = subprocess.run(child_argv(args, n), check=True, stdout=subprocess.PIPE, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    if rows[0]["devices"] != 1 and args.scaling == "strong":
-        raise SystemExit("strong scaling needs 1 in --devices (the reference)")
     check_losses(rows, args.scaling)
     table = markdown(rows, args)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     kind = rows[0]["device_kind"].replace(" ", "_").lower()
     path = args.out / f"scaling_{kind}{'_virtual' if args.cpu else ''}_{args.scaling}.json"
-    path.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}))
+    record = {"args": vars(args) | {"out": str(args.out)}, "versions": rows[0]["versions"]}
+    path.write_text(json.dumps(record | {"rows": rows}))
     print(f"\nwrote {path}")
     return 0
 

@@ -40,7 +40,7 @@ from gru_jax.train.functional import split_tables
 from gru_jax.train.loop import setup, versions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "runs" / "benchmarks"  # --out benchmarks/results replaces the recorded ones
 OFFICIAL_CPU_EVENTS_PER_SECOND = {"retailrocket_cotrec": 6_800, "diginetica_srgnn_processed": 7_300}
 
 
@@ -52,14 +52,19 @@ class TrainingClock:
         self.config = config
         self.run = setup(config, dataset)
         self.state = self.run.par.place_state(self.run.state)
-        self.batches = self.run.iterator.epoch(0)
+        self.epoch = 0
+        self.batches = self.run.iterator.epoch(self.epoch)
         self.rates, self.ms_per_step = [], []
         for _ in range(warmup):
             self._dispatch()
 
     def _dispatch(self) -> int:
         run = self.run
-        batch = next(self.batches)
+        batch = next(self.batches, None)
+        if batch is None:  # a small dataset: the rounds go on into the next epoch
+            self.epoch += 1
+            self.batches = self.run.iterator.epoch(self.epoch)
+            batch = next(self.batches)
         negatives = run.sampler.take(self.config.steps_per_dispatch)
         self.state, losses, rows = run.par.step(self.state, batch, negatives, run.supports)
         np.asarray(losses)  # the loop reads the losses every dispatch (NaN guard)
@@ -153,6 +158,18 @@ def time_cells(runners: dict, *, repeats: int) -> dict:
     return {cell: statistics.median(s) for cell, s in samples.items()}
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="retailrocket_cotrec", help="a split in shared/data")
@@ -160,10 +177,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--synthetic", action="store_true", help="the generated default data")
     parser.add_argument("--preset", default="retailrocket")
     parser.add_argument("--cells", nargs="+", default=("fused", "flax-gru"))
-    parser.add_argument("--warmup", type=int, default=3, help="dispatches before timing")
-    parser.add_argument("--dispatches", type=int, default=20, help="dispatches per round")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS)
+    parser.add_argument("--warmup", type=at_least(0), default=3, help="dispatches before timing")
+    parser.add_argument("--dispatches", type=at_least(1), default=20, help="dispatches per round")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
 
@@ -219,6 +236,7 @@ def main(argv=None) -> None:
         "dataset": name,
         "preset": args.preset,
         "overrides": args.overrides,
+        "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
         "config": base.to_dict(),
         "versions": versions(),
         "official_cpu_events_per_second": official,

@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -110,3 +111,48 @@ def test_train_throughput_benchmark_on_the_generated_dataset(tmp_path, capsys):
             row["cell_share_of_step"], row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
         )
     assert "| fused |" in capsys.readouterr().out
+
+
+def test_train_throughput_rounds_go_on_past_an_epoch():
+    """A dataset smaller than the timed rounds: the clock starts the next epoch (it stopped
+    with a bare StopIteration after all the work, writing nothing)."""
+    from gru_jax.config import Config
+    from gru_jax.data import Dataset, SessionLog
+
+    bench = load_benchmark("train_throughput")
+    rng = np.random.default_rng(0)
+    sessions = [rng.integers(0, 12, rng.integers(2, 5)).tolist() for _ in range(12)]
+    log = SessionLog.from_sessions(sessions)
+    dataset = Dataset(log, log, None, np.arange(12))
+    config = Config(layers=(4,), batch_size=2, n_sample=3, steps_per_dispatch=4, n_epochs=1)
+    clock = bench.TrainingClock(config, dataset, warmup=0)
+    clock.round(20)  # 12 sessions of 1-3 steps in 2 rows: a few dispatches per epoch
+    assert clock.epoch >= 2 and clock.rates[0] > 0
+
+
+def test_benchmark_arguments_are_checked_before_any_work(capsys):
+    for name, argv in [
+        ("cell", ["--repeats", "0"]),
+        ("cell", ["--batch", "-3"]),
+        ("cell", ["--modes", "bwd"]),
+        ("cell", ["--dtypes", "fp32"]),
+        ("train_throughput", ["--dispatches", "0"]),
+    ]:
+        with pytest.raises(SystemExit):
+            load_benchmark(name).parse_args(argv)
+    assert "must be > 0, got -3" in capsys.readouterr().err
+
+
+def test_a_cut_short_cell_run_never_replaces_a_complete_file(tmp_path):
+    cell = load_cell_benchmark()
+    args = cell.parse_args(["--out", str(tmp_path)])
+    env = {"device_kind": "cpu"}
+    complete = cell.write_results(args, env, [{"impl": "a"}], complete=True)
+    before = complete.read_text()
+    cell.write_results(args, env, [{"impl": "b"}], complete=False)  # then the run is killed
+    assert complete.read_text() == before
+    partial = json.loads((tmp_path / "cell_cpu.partial.json").read_text())
+    assert partial["complete"] is False and partial["rows"] == [{"impl": "b"}]
+    cell.write_results(args, env, [{"impl": "b"}], complete=True)
+    assert not (tmp_path / "cell_cpu.partial.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell_cpu.json"]
