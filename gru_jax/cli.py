@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -937,5 +938,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def console() -> None:
+    """The ``gru-jax`` console script: `main`, then exit with its status.
+
+    After Ctrl-C the run has already closed its checkpoints and logs (the loop's ``finally``),
+    but XLA may still be compiling on a background thread, and the interpreter's shutdown
+    around it can crash (a segmentation fault instead of status 130); so an interrupted
+    command leaves without that shutdown.
+    """
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

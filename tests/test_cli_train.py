@@ -516,3 +516,20 @@ def test_several_processes_need_an_explicit_run_folder(monkeypatch, tmp_path):
     with pytest.raises(cli.UsageError, match="several processes need --out"):
         cli._new_run_folder("syn")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupted_command_exits_130_without_the_interpreters_shutdown(monkeypatch, capsys):
+    """After Ctrl-C, XLA may still compile on a background thread; Python's shutdown around it
+    crashed in about a third of tries (status -11). The console script leaves with os._exit."""
+    from gru_jax import cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", lambda status: exits.append(status))  # would not return
+    monkeypatch.setattr(cli, "main", lambda: cli.EXIT_INTERRUPTED)
+    with pytest.raises(SystemExit):
+        cli.console()
+    assert exits == [130]
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    with pytest.raises(SystemExit) as done:
+        cli.console()
+    assert done.value.code == 0 and exits == [130]
