@@ -5,19 +5,21 @@ the official-parity runs (RetailRocket, Diginetica) are in experiments/official_
 
     python experiments/datasets.py                         # all, about 40 minutes on 2 CPU cores
     python experiments/datasets.py --only tmall,lastfm     # some
-    python experiments/datasets.py --only beauty n_epochs=1
+    python experiments/datasets.py --only beauty --out runs/datasets-quick n_epochs=1
 
 Writes runs/datasets/NAME/ (a normal run directory each) and runs/datasets/datasets.md, the table
-recorded in experiments/RESULTS.md. MovieLens-100K is left out on purpose: it is rating data
-without sequential intent, the first flaw of "Widespread Flaws in Offline Evaluation of
-Recommender Systems" (Hidasi & Czapp, 2023).
+recorded in experiments/RESULTS.md; each finished experiment's row is merged into it at once,
+so ``--only`` and a run cut short keep the other rows. MovieLens-100K is left out on purpose:
+it is rating data without sequential intent, the first flaw of "Widespread Flaws in Offline
+Evaluation of Recommender Systems" (Hidasi & Czapp, 2023).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
+
+from common import run_script, update_table
 
 from gru_jax.config import Config
 from gru_jax.data import PreprocessConfig, load_dataset
@@ -44,24 +46,35 @@ EXPERIMENTS = {
 }
 
 
-def run(name: str, data_root: pathlib.Path, out_root: pathlib.Path, overrides: list[str]) -> dict:
+def run(
+    name: str, data_root: pathlib.Path, out_root: pathlib.Path, overrides: list[str], progress: bool
+) -> dict:
     fmt, path, options, config_name = EXPERIMENTS[name]
     dataset = load_dataset(fmt, data_root / path, **options)
     config = Config.from_file(CONFIGS / f"{config_name}.toml").with_overrides(overrides)
     description = {"format": fmt, "train": str(data_root / path), "config_file": config_name}
-    results = train(config, dataset, out_root / name, data_description=description).results
-    return {"name": name, "config_file": config_name, **dataset.summary(), **results}
+    run_dir = out_root / name
+    results = train(config, dataset, run_dir, data_description=description, progress=progress)
+    epochs = {"epochs": config.n_epochs}
+    return {
+        "name": name,
+        "config_file": config_name,
+        **epochs,
+        **dataset.summary(),
+        **results.results,
+    }
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| dataset | config | items | train events | test events | R@1 | R@5 | R@10 | R@20 | "
-        "MRR@20 | train s | train events/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | config | epochs | items | train events | test events | R@1 | R@5 | R@10 | "
+        "R@20 | MRR@20 | train s | train events/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['config_file']} | {r['n_items']:,} | {r['n_train_events']:,} | "
+            f"| {r['name']} | {r['config_file']} | {r.get('epochs', '?')} | {r['n_items']:,} | "
+            f"{r['n_train_events']:,} | "
             f"{r['n_test_events']:,} | {r['recall@1']:.4f} | {r['recall@5']:.4f} | "
             f"{r['recall@10']:.4f} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | "
             f"{r['train_seconds']:.0f} | {r['train_events_per_second']:,.0f} |"
@@ -74,6 +87,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs/datasets")
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(EXPERIMENTS))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
 
@@ -81,13 +95,13 @@ def main() -> None:
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; known: {', '.join(EXPERIMENTS)}")
-    rows = [run(n, args.data_root, args.out, args.overrides) for n in names]
-    table = markdown(rows)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "datasets.md").write_text(table)
-    (args.out / "datasets.json").write_text(json.dumps(rows, indent=2, default=str))
+    rows = []
+    for name in names:
+        row = run(name, args.data_root, args.out, args.overrides, not args.no_progress)
+        rows = update_table(args.out, "datasets", [row], key=("name",),
+                            order=[(n,) for n in EXPERIMENTS], markdown=markdown)  # fmt: skip
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

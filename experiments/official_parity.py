@@ -6,19 +6,21 @@ gru_jax with the same parameters (preset ``retailrocket``) on the same splits an
 with the ratio; ``experiments/RESULTS.md`` records what it measured.
 
     python experiments/official_parity.py                 # about 25 minutes on 2 CPU cores
-    python experiments/official_parity.py --only diginetica --epochs 1   # a quick look
+    python experiments/official_parity.py --only diginetica --epochs 1   # a quick look, own --out
     python experiments/official_parity.py --seed 1        # another seed, into runs/...-seed1
 
 RetailRocket is trained once and evaluated under both test protocols (the training data is
-the same): whole test sessions, and only the published (prefix, target) pairs.
+the same): whole test sessions, and only the published (prefix, target) pairs. Each run's rows
+are merged into OUT/parity.md and parity.json as soon as it ends, so ``--only`` keeps the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import time
+
+from common import run_script, update_table
 
 from gru_jax.config import preset
 from gru_jax.data import load_dataset
@@ -42,7 +44,12 @@ RUNS = {
 
 
 def run_one(
-    name: str, data_root: pathlib.Path, out_root: pathlib.Path, epochs: int, seed: int
+    name: str,
+    data_root: pathlib.Path,
+    out_root: pathlib.Path,
+    epochs: int,
+    seed: int,
+    progress: bool = True,
 ) -> list[dict]:
     folder, protocols = RUNS[name]
     config = preset("retailrocket").replace(n_epochs=epochs, seed=seed)
@@ -52,6 +59,7 @@ def run_one(
         dataset,
         out_root / name,
         data_description={"format": "srgnn", "train": str(data_root / folder)},
+        progress=progress,
     )
     rows = []
     for protocol in protocols:
@@ -126,6 +134,7 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, help="default: runs/official_parity[-seedN]")
     parser.add_argument("--epochs", type=int, default=OFFICIAL_EPOCHS)
     parser.add_argument("--only", choices=tuple(RUNS), action="append")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--seed", type=int, default=default_seed, help="init, dropout and sampling seed"
     )
@@ -136,14 +145,13 @@ def main() -> None:
         args.out = ROOT / f"runs/official_parity{suffix}"
 
     rows = []
+    order = [(folder, p) for folder, protocols in RUNS.values() for p in protocols]
     for name in args.only or RUNS:
-        rows += run_one(name, args.data_root, args.out, args.epochs, args.seed)
-    table = markdown(rows)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "parity.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "parity.md").write_text(table)
+        new = run_one(name, args.data_root, args.out, args.epochs, args.seed, not args.no_progress)
+        rows = update_table(args.out, "parity", new, key=("split", "protocol"), order=order,
+                            markdown=markdown)  # fmt: skip
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -96,3 +96,26 @@ def test_every_test_the_readme_names_exists():
                 assert f"def {name}(" in path.read_text(), f"{path.name}::{name}"
                 checked += 1
     assert checked >= 10
+
+
+def test_experiment_tables_merge_the_rows_of_runs_with_only(tmp_path):
+    """`--only` used to rewrite an experiment's table with its own rows, dropping the others."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from common import update_table
+    finally:
+        sys.path.pop(0)
+
+    def markdown(rows):
+        return "".join(f"{r['name']} {r['score']}\n" for r in rows)
+
+    kw = {"key": ("name",), "order": [("a",), ("b",), ("c",)], "markdown": markdown}
+    update_table(tmp_path, "t", [{"name": "c", "score": 1}, {"name": "a", "score": 2}], **kw)
+    rows = update_table(tmp_path, "t", [{"name": "b", "score": 3}, {"name": "a", "score": 4}], **kw)
+    want = [{"name": "a", "score": 4}, {"name": "b", "score": 3}, {"name": "c", "score": 1}]
+    assert rows == want == json.loads((tmp_path / "t.json").read_text())
+    assert (tmp_path / "t.md").read_text() == "a 4\nb 3\nc 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.md"]
