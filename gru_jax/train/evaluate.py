@@ -61,30 +61,50 @@ def check_evaluable(log: SessionLog) -> CleanLog:
 
 
 def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, chunk_size: int):
-    """Returns a jitted ``run(params, carry, batch) -> (carry, sums)`` over T steps."""
+    """Returns two jitted functions, so that only prediction points are ranked:
 
-    def one_step(params, carry, batch):
-        inputs, targets, resets, _mask, predict = batch
+    ``advance(params, carry, batch) -> (carry, hidden)`` runs the model over the batch's T steps
+    (resets included) without scoring; hidden is (T·B, H), the last layer's output at each step.
+    ``rank(params, hidden, rows, targets, valid) -> sums`` ranks ``targets`` (K, B) against the
+    whole catalogue for the hidden states at ``rows`` (K, B), one block of B rows at a time (as
+    many rows as a step has: a larger block's score matrix leaves the cache and ranked 2x
+    slower per row on CPU), and sums the metrics over ``valid``.
+
+    In the published-pairs protocol most steps are a pair's prefix, not a prediction point:
+    on RetailRocket 15,132 of 113,141 steps predict; ranking every step spent 87% of the work on
+    scores that were then thrown away.
+    """
+
+    def one_step(params, carry, step):
+        inputs, resets = step
         carry = reset_carry(carry, resets)
         tables, _ = split_tables(params)
-        model = spec.build(params)
-        rows_in = tables[spec.input_table][inputs]
-        carry, hidden = model.step(carry, rows_in)
-        n_greater, n_equal = metrics.count_ranks_chunked(
-            hidden, tables["item_matrix"], tables["item_bias"], targets, chunk_size
-        )
-        ranks = metrics.ranks_from_counts(n_greater, n_equal, tie_mode)
-        return carry, metrics.metric_sums(ranks, predict, cutoffs)
+        carry, hidden = spec.build(params).step(carry, tables[spec.input_table][inputs])
+        return carry, hidden
 
     @jax.jit
-    def run(params, carry, batch):
-        def body(carry, batch):
-            return one_step(params, carry, batch)
+    def advance(params, carry, batch):
+        carry, hidden = jax.lax.scan(
+            lambda c, step: one_step(params, c, step), carry, (batch.inputs, batch.resets)
+        )
+        return carry, hidden.reshape(-1, hidden.shape[-1])
 
-        carry, sums = jax.lax.scan(body, carry, tuple(batch))
-        return carry, jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
+    @jax.jit
+    def rank(params, hidden, rows, targets, valid):
+        tables, _ = split_tables(params)
 
-    return run
+        def block(_, xs):
+            rows, targets, valid = xs
+            n_greater, n_equal = metrics.count_ranks_chunked(
+                hidden[rows], tables["item_matrix"], tables["item_bias"], targets, chunk_size
+            )
+            ranks = metrics.ranks_from_counts(n_greater, n_equal, tie_mode)
+            return None, metrics.metric_sums(ranks, valid, cutoffs)
+
+        _, sums = jax.lax.scan(block, None, (rows, targets, valid))
+        return jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
+
+    return advance, rank
 
 
 class Evaluator:
@@ -109,7 +129,7 @@ class Evaluator:
         if tie_mode not in metrics.TIE_MODES:
             raise ValueError(f"unknown tie_mode {tie_mode!r}; expected one of {metrics.TIE_MODES}")
         self.spec, self.batch_size, self.steps = spec, batch_size, steps
-        self._run = make_eval_step(
+        self._advance, self._rank = make_eval_step(
             spec, cutoffs=tuple(cutoffs), tie_mode=tie_mode, chunk_size=chunk_size
         )
 
@@ -126,7 +146,21 @@ class Evaluator:
         carry = self.spec.build(params).initial_carry(batch_size)
         total = None
         for batch in iterator.epoch(0):
-            carry, sums = self._run(params, carry, batch)
+            carry, hidden = self._advance(params, carry, batch)
+            # Only the prediction points are ranked, in blocks of B rows; the number of blocks
+            # is padded to a power of two, so at most log2(T) + 1 shapes are compiled.
+            points = np.flatnonzero(batch.predict.reshape(-1))
+            if not len(points):
+                continue
+            steps = batch.predict.shape[0]
+            blocks = min(1 << (-(-len(points) // batch_size) - 1).bit_length(), steps)
+            valid = np.arange(blocks * batch_size) < len(points)
+            rows = np.pad(points, (0, len(valid) - len(points)))
+            targets = np.where(valid, batch.targets.reshape(-1)[rows], 0)
+            block_shape = (blocks, batch_size)
+            sums = self._rank(
+                params, hidden, *(a.reshape(block_shape) for a in (rows, targets, valid))
+            )
             total = metrics.accumulate(total, sums)
         results = metrics.finalize(total)
         results["n_test_events"] = results.pop("n")
