@@ -49,8 +49,10 @@ LOG_EPS = 1e-24
 class LossFn(Protocol):
     """``loss(scores (B, B+n), row_mask (B,), *, log_q=None, row_offset=None, **hyper) -> scalar``.
 
-    ``row_offset`` (data parallelism): scores hold only the rows from that global row on; a loss
-    without this keyword works on one device only.
+    The trainer always passes ``log_q`` (the candidates' log sampling probabilities, for the
+    logQ correction), so a loss that does not use it still takes it. ``row_offset`` (data
+    parallelism): scores hold only the rows from that global row on; a loss without this
+    keyword works on one device only.
     """
 
     def __call__(

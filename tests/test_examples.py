@@ -119,3 +119,21 @@ def test_experiment_tables_merge_the_rows_of_runs_with_only(tmp_path):
     assert rows == want == json.loads((tmp_path / "t.json").read_text())
     assert (tmp_path / "t.md").read_text() == "a 4\nb 3\nc 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.md"]
+
+
+def test_readme_training_example_runs_and_evaluates_like_the_run(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "load_run" in c)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+
+    exec(code, scope)  # noqa: S102 - our own README
+
+    assert (tmp_path / "runs/from-python/results.json").exists()
+    for k in (10, 20):  # evaluating the loaded run gives the run's own test metrics
+        np.testing.assert_allclose(
+            scope["metrics"][f"recall@{k}"], scope["result"].results[f"recall@{k}"], rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            scope["metrics"][f"mrr@{k}"], scope["result"].results[f"mrr@{k}"], rtol=1e-6
+        )
