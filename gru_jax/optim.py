@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gru_jax.registry import Registry
@@ -264,7 +265,10 @@ def with_dense_gradients(tx: optax.GradientTransformation) -> optax.GradientTran
 def on_row_values(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """Wraps a stateless ``tx`` (scaling, clipping by value or by global norm, a schedule's
     scale) so it sees the values of `RowSparse` gradient leaves and leaves their row indices
-    alone; chain it before `adagrad_momentum` to keep the row-sparse update. Needs ``params``.
+    alone; chain it before `adagrad_momentum` to keep the row-sparse update. Needs ``params``
+    (for the table sizes) and does not pass them on. A per-leaf statistic sees only the
+    gathered rows: ``optax.clip_by_block_rms`` would take the RMS of the touched rows, not of
+    the table.
 
     Each RowSparse leaf is coalesced first (repeated rows summed, padding rows zero), so its
     values are exactly the non-zero rows of the dense gradient: a global norm over them equals
@@ -291,7 +295,9 @@ def on_row_values(tx: optax.GradientTransformation) -> optax.GradientTransformat
             rows = [jnp.shape(p)[0] for p in treedef.flatten_up_to(params)]
             leaves = [coalesce(g, n) if s else g for g, n, s in zip(leaves, rows, sparse)]
         values = [g.values if s else g for g, s in zip(leaves, sparse)]
-        values, state = tx.update(treedef.unflatten(values), state, params, **extra)
+        # No params: a transformation that reads them (weight decay) would pair the tables'
+        # N rows with the gathered K; without them it says that it needs them.
+        values, state = tx.update(treedef.unflatten(values), state, None, **extra)
         out = [
             RowSparse(g.indices, v) if s else v
             for g, v, s in zip(leaves, treedef.flatten_up_to(values), sparse)
@@ -299,6 +305,40 @@ def on_row_values(tx: optax.GradientTransformation) -> optax.GradientTransformat
         return treedef.unflatten(out), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def check_keeps_rows(tx: optax.GradientTransformation, params: dict, tables: Any) -> None:
+    """Raises ValueError if ``tx`` moves the rows of a row-sparse gradient.
+
+    A plain optax transformation that sees a `RowSparse` leaf transforms its integer row
+    indices too, and an integer result passes every later check: ``optax.scale(2)`` doubles
+    them, ``optax.clip(1)`` clips them, and the update lands on other rows. This runs one update
+    on a probe (rows 1 and 4 of five-row copies of the ``tables``, zeros elsewhere) and checks
+    that every row-sparse update names those two rows.
+    """
+    probe_rows = jnp.array([1, 4], jnp.int32)
+    small, grads = {}, {}
+    for key, value in params.items():
+        if key in tables:
+            small[key] = jnp.zeros((5, *jnp.shape(value)[1:]), jnp.result_type(value))
+            grads[key] = RowSparse(
+                probe_rows, jnp.ones((2, *jnp.shape(value)[1:]), small[key].dtype)
+            )
+        else:
+            small[key] = value
+            grads[key] = jax.tree.map(jnp.zeros_like, value)
+    updates, _ = tx.update(grads, tx.init(small), small)
+    for key in tables:
+        update = updates[key] if key in updates else None
+        if is_row_sparse(update):
+            rows = np.asarray(update.indices)
+            if set(rows[(rows >= 0) & (rows < 5)].tolist()) != {1, 4}:
+                raise ValueError(
+                    f"the optimizer moved the rows of the {key!r} gradient (rows 1, 4 came back "
+                    f"as {rows.tolist()}): a plain optax transformation ran on a RowSparse "
+                    "gradient. Wrap it in gru_jax.optim.on_row_values (stateless ones: "
+                    "scaling, clipping) or gru_jax.optim.with_dense_gradients"
+                )
 
 
 class OptimizerFactory(Protocol):

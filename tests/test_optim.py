@@ -320,3 +320,21 @@ def test_plain_optax_matches_dense_gradient():
     np.testing.assert_allclose(u_sparse, u_dense)
     with pytest.raises(ValueError, match="params"):
         tx.update(g, tx.init(params))
+
+
+@pytest.mark.parametrize("bad", [optax.scale(2), optax.clip(1), optax.scale(-1)])
+def test_integer_preserving_transformations_that_move_rows_are_caught(bad):
+    """scale(2) doubles the int32 indices and clip(1) clips them; both stay integers, so only
+    a probe update shows that the update would land on other rows."""
+    params = {"item_matrix": jnp.zeros((30, 3)), "w": jnp.zeros((2,))}
+    with pytest.raises(ValueError, match="moved the rows of the 'item_matrix' gradient"):
+        optim.check_keeps_rows(optax.chain(bad, adagrad_momentum(LR)), params, ["item_matrix"])
+    for name in OPTIMIZERS.names():
+        optim.check_keeps_rows(make_optimizer(name, learning_rate=LR), params, ["item_matrix"])
+    wrapped = optax.chain(optim.on_row_values(optax.clip(1)), adagrad_momentum(LR))
+    optim.check_keeps_rows(wrapped, params, ["item_matrix"])
+    with pytest.raises(ValueError, match="requires the current value of parameters"):
+        decay = optax.chain(
+            optim.on_row_values(optax.add_decayed_weights(0.1)), adagrad_momentum(LR)
+        )
+        optim.check_keeps_rows(decay, params, ["item_matrix"])

@@ -41,7 +41,7 @@ from gru_jax.data.dataset import (
 )
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
-from gru_jax.optim import make_optimizer
+from gru_jax.optim import check_keeps_rows, make_optimizer
 from gru_jax.train import parallel
 from gru_jax.train.checkpoint import Checkpoints
 from gru_jax.train.evaluate import check_evaluable, evaluate
@@ -122,6 +122,7 @@ def setup(config: Config, dataset: Dataset) -> Setup:
     model = build_model(config, dataset.n_items)
     spec, params = ModelSpec.split(model)
     tx = build_optimizer(config)
+    check_keeps_rows(tx, params, spec.table_names(params))
     make_run = functools.partial(
         make_train_step,
         spec,
