@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 import pathlib
 import tomllib
@@ -183,6 +184,16 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
         return int(config.layers[0])
     if isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"config key {key} takes a string, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError(f"config key {key} takes a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config key {key} takes a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"config key {key} takes a finite number, got {value!r}")
+        return number
     try:
         return _integer(value) if isinstance(default, int) else type(default)(value)
     except (TypeError, ValueError):

@@ -139,8 +139,8 @@ class GRU(nnx.Module):
         mask: jax.Array | None = None,
         deterministic: bool | None = None,
     ) -> tuple[jax.Array, jax.Array]:
+        self._check_inputs(x)
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
-        self._check_inputs(xs)
         steps, batch = xs.shape[:2]
         resets = self._time_major_flags("resets", resets, steps, batch)
         mask = self._time_major_flags("mask", mask, steps, batch)
@@ -188,17 +188,16 @@ class GRU(nnx.Module):
 
     # ------------------------------------------------------------------------------ validation
 
-    def _check_inputs(self, xs: jax.Array) -> None:
+    def _check_inputs(self, x: jax.Array) -> None:
+        """Checks x as the caller gave it, so messages show the caller's layout."""
         layout = "(T, B, E)" if self.time_major else "(B, T, E)"
-        if xs.ndim != 3:
-            raise ValueError(f"x must have shape {layout}, got shape {tuple(xs.shape)}")
-        if 0 in xs.shape[:2]:
+        if x.ndim != 3:
+            raise ValueError(f"x must have shape {layout}, got shape {tuple(x.shape)}")
+        if 0 in x.shape[:2]:
+            raise ValueError(f"x of shape {layout} = {tuple(x.shape)} has no time steps or no rows")
+        if x.shape[-1] != self.in_features:
             raise ValueError(
-                f"x of shape {layout} = {tuple(xs.shape)} has no time steps or no rows"
-            )
-        if xs.shape[-1] != self.in_features:
-            raise ValueError(
-                f"x has {xs.shape[-1]} features in its last axis, the layer expects "
+                f"x has {x.shape[-1]} features in its last axis, the layer expects "
                 f"in_features={self.in_features}"
             )
 

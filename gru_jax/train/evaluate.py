@@ -51,7 +51,11 @@ def drop_unseen(log: SessionLog) -> CleanLog:
 def check_evaluable(log: SessionLog) -> CleanLog:
     """The log without unseen items; raises `DataError` if no prediction point is left."""
     clean = drop_unseen(log)
-    if clean.log.n_sessions == 0 or not clean.log.prediction_mask().any():
+    # A session's first event has nothing before it to predict from: a flag there is no point.
+    first = clean.log.offsets[:-1][clean.log.lengths > 0]
+    points = clean.log.prediction_mask().copy()
+    points[first] = False
+    if clean.log.n_sessions == 0 or not points.any():
         raise DataError(
             f"the test set has nothing to evaluate: {log.n_sessions} sessions, "
             f"{clean.n_unseen_events} events of items unseen in training; after dropping "
@@ -148,7 +152,7 @@ class Evaluator:
         for batch in iterator.epoch(0):
             carry, hidden = self._advance(params, carry, batch)
             # Only the prediction points are ranked, in blocks of B rows; the number of blocks
-            # is padded to a power of two, so at most log2(T) + 1 shapes are compiled.
+            # is padded to a power of two (capped at T), so few shapes are compiled per B.
             points = np.flatnonzero(batch.predict.reshape(-1))
             if not len(points):
                 continue

@@ -211,7 +211,7 @@ def test_bfloat16_compute_within_tolerance():
     [
         ({}, {"x": jnp.ones((2, 3))}, r"shape \(B, T, E\)"),
         ({}, {"x": jnp.ones((2, 3, 5))}, "in_features=4"),
-        ({}, {"x": jnp.ones((2, 0, 4))}, "no time steps or no rows"),
+        ({}, {"x": jnp.ones((2, 0, 4))}, r"\(B, T, E\) = \(2, 0, 4\) has no time steps"),
         ({"impl": "reference"}, {"x": jnp.ones((2, 0, 4))}, "no time steps or no rows"),
         ({"impl": "pallas"}, {"x": jnp.ones((0, 3, 4))}, "no time steps or no rows"),
         ({}, {"resets": jnp.zeros((3, 2), bool)}, r"resets must have shape \(B, T\)"),

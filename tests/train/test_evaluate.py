@@ -152,3 +152,15 @@ def test_items_outside_the_catalogue_are_refused_not_clamped(bad):
     ):
         Dataset(_as_log([[1, -1]]), None, None, items)  # unseen marks only in test splits
     evaluate(spec, params, _as_log([[1, 2, 3], [4, -1, 5]]))  # -1 (unseen) stays allowed
+
+
+def test_a_log_whose_only_flags_sit_on_session_starts_says_so():
+    """An unseen item removed before the flagged target leaves the flag on a session's first
+    event, which has nothing before it to predict from (it crashed on an empty sum)."""
+    from gru_jax.data import DataError
+
+    spec, params = ModelSpec.split(_model())
+    first_only = _as_log([[-1, 5, 7]], predict=[np.array([False, True, False])])
+    assert drop_unseen(first_only).log.predict.tolist() == [True, False]  # 5 starts the session
+    with pytest.raises(DataError, match="nothing to evaluate"):
+        evaluate(spec, params, first_only)
