@@ -507,8 +507,11 @@ def main(argv=None) -> None:
                         print_table(new)
                         print(flush=True)
                         rows.extend(new)
-                        write_results(args, env, rows, complete=False)
+                        if rows:
+                            write_results(args, env, rows, complete=False)
 
+    if not rows:  # an empty "complete" file would replace a recorded table with nothing
+        sys.exit(f"none of {impls} runs here; nothing measured, nothing written")
     summary = summarise(rows)
     print("geomean speed [min, max] over the shapes:")
     for key, value in summary.items():

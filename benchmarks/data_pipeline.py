@@ -88,9 +88,7 @@ def run(path: pathlib.Path, batch_size: int) -> list[tuple[str, float, int]]:
     return stages, sizes
 
 
-def report(
-    stages, sizes: dict, n_events: int, args: argparse.Namespace, path: pathlib.Path
-) -> str:
+def report(stages, sizes: dict, n_events: int, args: argparse.Namespace, path: pathlib.Path) -> str:
     import numpy as np
     import polars as pl
 

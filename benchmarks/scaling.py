@@ -248,6 +248,12 @@ def main(argv=None) -> int:
     if args.child is not None:
         print(json.dumps(run_child(args)))
         return 0
+    if not args.cpu:  # asked in a child: this process must not fix its own device count
+        probe = [sys.executable, "-c", "import jax; print(jax.device_count())"]
+        available = int(subprocess.run(probe, check=True, capture_output=True, text=True).stdout)
+        if max(args.devices) > available:
+            sys.exit(f"--devices {max(args.devices)} but this machine has {available} device(s); "
+                     "--cpu runs virtual CPU devices")  # fmt: skip
     rows = []
     for n in args.devices:
         out = subprocess.run(child_argv(args, n), check=True, stdout=subprocess.PIPE, text=True)

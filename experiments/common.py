@@ -55,5 +55,6 @@ def run_script(main: Callable[[], None]) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; the same command resumes each run", file=sys.stderr)
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)  # see gru_jax.cli.console: no interpreter shutdown around XLA threads

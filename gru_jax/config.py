@@ -31,7 +31,9 @@ class Config:
     layers: tuple[int, ...] = _field((100,), "hidden sizes of the stacked GRU layers")
     loss: str = _field("cross-entropy", "cross-entropy, bpr-max or top1-max (or a user loss)")
     batch_size: int = _field(64, "session-parallel rows per step (also the in-batch negatives)")
-    dropout_p_embed: float = _field(0.0, "drop rate on the input embedding rows")
+    dropout_p_embed: float = _field(
+        0.0, "drop rate on the input embedding rows (one-hot mode: on the first layer's output)"
+    )
     dropout_p_hidden: float = _field(0.0, "drop rate on each GRU layer's output (carried too)")
     learning_rate: float = _field(0.05, "learning rate")
     momentum: float = _field(0.0, "momentum of Adagrad (velocity v <- mu*v - lr*g/sqrt(A+eps))")
