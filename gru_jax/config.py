@@ -16,6 +16,8 @@ import pathlib
 import tomllib
 from typing import Any
 
+import numpy as np
+
 from gru_jax.nn.functional import VARIANTS
 
 
@@ -165,7 +167,7 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v for v in value.replace(",", "/").split("/") if v]
-        elif isinstance(value, int):
+        elif isinstance(value, numbers.Integral):
             value = [value]
         try:
             return tuple(_integer(v) for v in value)
@@ -179,7 +181,9 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(f"config key {key} takes true/false, got {value!r}")
             return lowered in ("true", "1", "yes")
-        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, numbers.Integral) and value in (0, 1)
+        ):
             return bool(value)
         raise ValueError(f"config key {key} takes true/false, got {value!r}")
     if key == "embedding" and value == "layersize":

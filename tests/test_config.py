@@ -134,6 +134,7 @@ def test_the_constructor_coerces_and_checks_like_overrides():
     assert isinstance(config.learning_rate, float)
     assert Config(**json.loads(json.dumps(config.to_dict()))) == config
     assert Config(layers=[32], embedding="layersize").embedding == 32
+    assert Config(layers=np.int64(8), bptt=np.True_).layers == (8,)
     for kwargs, message in [
         ({"layers": (8.5,)}, "layers takes integers"),
         ({"batch_size": 2.5}, "batch_size takes an integer"),
