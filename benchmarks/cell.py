@@ -45,6 +45,8 @@ import statistics
 import sys
 import time
 
+from arguments import at_least
+
 # Fresh runs go under runs/ (ignored by git); the recorded tables in benchmarks/results/ are
 # replaced only by asking for it: --out benchmarks/results.
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
@@ -55,29 +57,17 @@ MODES = ("fwd", "fwd+bwd")
 SKIPPED_WHY = "Pallas runs only in interpret mode on CPU; torch needs PyTorch installed"
 
 
-def positive(kind):
-    """An argparse type: a number of `kind` above zero."""
-
-    def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="B 128/512, H 100/256, T 20")
-    parser.add_argument("--batch", type=positive(int), nargs="+", help="batch sizes B")
-    parser.add_argument("--hidden", type=positive(int), nargs="+", help="hidden sizes H (E = H)")
-    parser.add_argument("--steps", type=positive(int), nargs="+", help="sequence lengths T")
+    parser.add_argument("--batch", type=at_least(1), nargs="+", help="batch sizes B")
+    parser.add_argument("--hidden", type=at_least(1), nargs="+", help="hidden sizes H (E = H)")
+    parser.add_argument("--steps", type=at_least(1), nargs="+", help="sequence lengths T")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=("float32", "bfloat16"))
     parser.add_argument("--modes", nargs="+", default=("fwd", "fwd+bwd"), choices=MODES)
     parser.add_argument("--impls", nargs="+", default=None, help="subset of implementations")
-    parser.add_argument("--repeats", type=positive(int), default=7, help="timed rounds (median)")
-    parser.add_argument("--min-time", type=positive(float), default=0.05, help="s per sample")
+    parser.add_argument("--repeats", type=at_least(1), default=7, help="timed rounds (median)")
+    parser.add_argument("--min-time", type=at_least(1e-4, float), default=0.05, help="s per sample")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="1: XLA:CPU and torch on one thread; N > 1: torch's threads only (XLA:CPU has no "

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from arguments import at_least
+
 DEFAULT_CACHE = pathlib.Path(tempfile.gettempdir()) / "gru_jax_bench"
 # --out benchmarks/results/data_pipeline.md replaces the recorded one.
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks" / "data_pipeline.md"
@@ -144,17 +146,14 @@ def report(stages, sizes: dict, n_events: int, args: argparse.Namespace, path: p
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--events", type=at_least(1), default=10_000_000)
+    parser.add_argument("--batch-size", type=at_least(1), default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=1, help="runs; the best time per stage")
+    parser.add_argument("--repeat", type=at_least(1), default=1, help="runs; the best per stage")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"a .md file ({RESULTS})")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for flag in ("events", "batch_size", "repeat"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a folder; it names the markdown file to write")
 

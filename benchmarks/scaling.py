@@ -36,6 +36,7 @@ import sys
 import time
 
 import numpy as np
+from arguments import at_least
 
 RESULTS = (
     pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
@@ -45,19 +46,20 @@ MODES = ("none", "pmap", "sharding")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, nargs="+", default=(1, 2, 4, 8))
+    positive, counts = at_least(1), at_least(0)
+    parser.add_argument("--devices", type=positive, nargs="+", default=(1, 2, 4, 8))
     parser.add_argument("--cpu", action="store_true", help="use N virtual CPU devices")
     parser.add_argument("--scaling", choices=("strong", "weak"), default="strong")
     parser.add_argument(
-        "--batch", type=int, default=256, help="global B (strong) or rows per device (weak)"
+        "--batch", type=positive, default=256, help="global B (strong) or rows per device (weak)"
     )
-    parser.add_argument("--layers", type=int, default=100, help="hidden units H (one layer)")
-    parser.add_argument("--n-sample", type=int, default=2048, help="shared negatives n")
-    parser.add_argument("--n-items", type=int, default=20_000)
-    parser.add_argument("--steps", type=int, default=32, help="steps per dispatch T")
-    parser.add_argument("--dispatches", type=int, default=8, help="timed dispatches per round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed dispatches (compile)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (median taken)")
+    parser.add_argument("--layers", type=positive, default=100, help="hidden units H (one layer)")
+    parser.add_argument("--n-sample", type=counts, default=2048, help="shared negatives n")
+    parser.add_argument("--n-items", type=positive, default=20_000)
+    parser.add_argument("--steps", type=positive, default=32, help="steps per dispatch T")
+    parser.add_argument("--dispatches", type=positive, default=8, help="timed dispatches per round")
+    parser.add_argument("--warmup", type=counts, default=2, help="untimed dispatches (compile)")
+    parser.add_argument("--repeats", type=positive, default=3, help="rounds (median taken)")
     parser.add_argument("--quick", action="store_true", help="4 dispatches x 2 rounds")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -65,17 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.dispatches, args.repeats = 4, 2
     # Checked here, before any child runs: a refusal after all the work would lose it.
-    numbers = {k: getattr(args, k) for k in ("batch", "layers", "n_items", "steps", "dispatches",
-                                             "repeats")}  # fmt: skip
-    bad = [f"--{k.replace('_', '-')} {v}" for k, v in numbers.items() if v < 1]
-    bad += [f"--devices {n}" for n in args.devices if n < 1]
-    bad += [
-        f"--{k.replace('_', '-')} {v}"
-        for k in ("n_sample", "warmup")
-        if (v := getattr(args, k)) < 0
-    ]
-    if bad:
-        parser.error("must be positive (negatives and warm-up: >= 0): " + ", ".join(bad))
     if args.child is None:
         args.devices = tuple(sorted(set(args.devices)))
         if args.scaling == "strong":

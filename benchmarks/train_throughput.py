@@ -32,6 +32,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arguments import at_least
 
 from gru_jax.config import preset
 from gru_jax.data import SessionLog, default_dataset, load_dataset
@@ -156,18 +157,6 @@ def time_cells(runners: dict, *, repeats: int) -> dict:
         for cell in order:
             samples[cell].append(runners[cell]())
     return {cell: statistics.median(s) for cell, s in samples.items()}
-
-
-def at_least(low: int):
-    """An argparse type: an integer >= low."""
-
-    def parse(text):
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
-        return value
-
-    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:

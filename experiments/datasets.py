@@ -53,13 +53,13 @@ def run(
     dataset = load_dataset(fmt, data_root / path, **options)
     config = Config.from_file(CONFIGS / f"{config_name}.toml").with_overrides(overrides)
     description = {"format": fmt, "train": str(data_root / path), "config_file": config_name}
-    run_dir = out_root / name
-    results = train(config, dataset, run_dir, data_description=description, progress=progress)
-    epochs = {"epochs": config.n_epochs}
+    results = train(
+        config, dataset, out_root / name, data_description=description, progress=progress
+    )
     return {
         "name": name,
         "config_file": config_name,
-        **epochs,
+        "epochs": config.n_epochs,
         **dataset.summary(),
         **results.results,
     }

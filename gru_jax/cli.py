@@ -938,20 +938,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def console() -> None:
-    """The ``gru-jax`` console script: `main`, then exit with its status.
+def leave(status: int) -> None:
+    """Exits with ``status``; an interrupted command without the interpreter's shutdown.
 
     After Ctrl-C the run has already closed its checkpoints and logs (the loop's ``finally``),
     but XLA may still be compiling on a background thread, and the interpreter's shutdown
-    around it can crash (a segmentation fault instead of status 130); so an interrupted
-    command leaves without that shutdown.
+    around it can crash (a segmentation fault instead of status 130).
     """
-    status = main()
     if status == EXIT_INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
     sys.exit(status)
+
+
+def console() -> None:
+    """The ``gru-jax`` console script."""
+    leave(main())
 
 
 if __name__ == "__main__":

@@ -188,23 +188,26 @@ def _coerce(config: Config, key: str, value: Any) -> Any:
         raise ValueError(f"config key {key} takes true/false, got {value!r}")
     if key == "embedding" and value == "layersize":
         return int(config.layers[0])
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"config key {key} takes a string, got {value!r}")
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"config key {key} takes a string, got {value!r}")
+        return value
     if isinstance(default, float):
-        if isinstance(value, bool):
-            raise ValueError(f"config key {key} takes a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"config key {key} takes a number, got {value!r}") from None
-        if not math.isfinite(number):
+        number = None if isinstance(value, bool) else _number(value)
+        if number is None or not math.isfinite(number):
             raise ValueError(f"config key {key} takes a finite number, got {value!r}")
         return number
     try:
-        return _integer(value) if isinstance(default, int) else type(default)(value)
+        return _integer(value)
     except (TypeError, ValueError):
-        kind = {"int": "an integer", "float": "a number", "str": "a string"}[type(default).__name__]
-        raise ValueError(f"config key {key} takes {kind}, got {value!r}") from None
+        raise ValueError(f"config key {key} takes an integer, got {value!r}") from None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _integer(value: Any) -> int:

@@ -292,8 +292,9 @@ def on_row_values(tx: optax.GradientTransformation) -> optax.GradientTransformat
         if any(sparse):
             if params is None:
                 raise ValueError("RowSparse gradients need params (for the table shapes)")
-            rows = [jnp.shape(p)[0] for p in treedef.flatten_up_to(params)]
-            leaves = [coalesce(g, n) if s else g for g, n, s in zip(leaves, rows, sparse)]
+            tables = treedef.flatten_up_to(params)
+            leaves = [coalesce(g, jnp.shape(p)[0]) if s else g
+                      for g, p, s in zip(leaves, tables, sparse)]  # fmt: skip
         values = [g.values if s else g for g, s in zip(leaves, sparse)]
         # No params: a transformation that reads them (weight decay) would pair the tables'
         # N rows with the gathered K; without them it says that it needs them.

@@ -140,7 +140,7 @@ def test_the_constructor_coerces_and_checks_like_overrides():
         ({"batch_size": 2.5}, "batch_size takes an integer"),
         ({"loss": 5}, "loss takes a string"),
         ({"bptt": 2}, "bptt takes true/false"),
-        ({"learning_rate": True}, "learning_rate takes a number"),
+        ({"learning_rate": True}, "learning_rate takes a finite number, got True"),
         ({"bpreg": float("nan")}, "bpreg takes a finite number"),
         ({"logq": "inf"}, "logq takes a finite number"),
     ]:

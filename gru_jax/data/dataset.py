@@ -111,10 +111,9 @@ class SessionLog:
         return np.repeat(np.arange(self.n_sessions, dtype=np.int64), self.lengths)
 
     def prediction_mask(self) -> np.ndarray:
-        """bool (N,) the prediction targets: `predict`, or every event but each session's first."""
-        if self.predict is not None:
-            return self.predict
-        mask = np.ones(self.n_events, dtype=bool)
+        """bool (N,) the prediction targets: `predict` (all events when None), never a session's
+        first event, which has nothing before it to predict from."""
+        mask = np.ones(self.n_events, dtype=bool) if self.predict is None else self.predict.copy()
         mask[self.offsets[:-1][self.lengths > 0]] = False
         return mask
 

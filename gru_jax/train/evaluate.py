@@ -51,11 +51,7 @@ def drop_unseen(log: SessionLog) -> CleanLog:
 def check_evaluable(log: SessionLog) -> CleanLog:
     """The log without unseen items; raises `DataError` if no prediction point is left."""
     clean = drop_unseen(log)
-    # A session's first event has nothing before it to predict from: a flag there is no point.
-    first = clean.log.offsets[:-1][clean.log.lengths > 0]
-    points = clean.log.prediction_mask().copy()
-    points[first] = False
-    if clean.log.n_sessions == 0 or not points.any():
+    if clean.log.n_sessions == 0 or not clean.log.prediction_mask().any():
         raise DataError(
             f"the test set has nothing to evaluate: {log.n_sessions} sessions, "
             f"{clean.n_unseen_events} events of items unseen in training; after dropping "
@@ -67,8 +63,8 @@ def check_evaluable(log: SessionLog) -> CleanLog:
 def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, chunk_size: int):
     """Returns two jitted functions, so that only prediction points are ranked:
 
-    ``advance(params, carry, batch) -> (carry, hidden)`` runs the model over the batch's T steps
-    (resets included) without scoring; hidden is (T·B, H), the last layer's output at each step.
+    ``advance(params, carry, inputs, resets) -> (carry, hidden)`` runs the model over a
+    batch's T steps (inputs and resets (T, B)) without scoring; hidden is (T·B, H), the last layer's output at each step.
     ``rank(params, hidden, rows, targets, valid) -> sums`` ranks ``targets`` (K, B) against the
     whole catalogue for the hidden states at ``rows`` (K, B), one block of B rows at a time (as
     many rows as a step has: a larger block's score matrix leaves the cache and ranked 2x
@@ -87,9 +83,9 @@ def make_eval_step(spec: ModelSpec, *, cutoffs: Sequence[int], tie_mode: str, ch
         return carry, hidden
 
     @jax.jit
-    def advance(params, carry, batch):
+    def advance(params, carry, inputs, resets):
         carry, hidden = jax.lax.scan(
-            lambda c, step: one_step(params, c, step), carry, (batch.inputs, batch.resets)
+            lambda c, step: one_step(params, c, step), carry, (inputs, resets)
         )
         return carry, hidden.reshape(-1, hidden.shape[-1])
 
@@ -150,7 +146,7 @@ class Evaluator:
         carry = self.spec.build(params).initial_carry(batch_size)
         total = None
         for batch in iterator.epoch(0):
-            carry, hidden = self._advance(params, carry, batch)
+            carry, hidden = self._advance(params, carry, batch.inputs, batch.resets)
             # Only the prediction points are ranked, in blocks of B rows; the number of blocks
             # is padded to a power of two (capped at T), so few shapes are compiled per B.
             points = np.flatnonzero(batch.predict.reshape(-1))
@@ -203,10 +199,7 @@ def top_k(spec: ModelSpec, params: dict, items: jax.Array, k: int) -> tuple[jax.
         return jax.lax.top_k(model.score_all(hidden[-1])[0], k)
 
     items = np.asarray(items)
-    bad = items[(items < 0) | (items >= spec.n_items)]
-    if items.ndim != 1 or not items.size or bad.size:
-        raise ValueError(
-            f"top_k needs a non-empty 1-D session of item indices in 0..{spec.n_items - 1}; "
-            + (f"got {bad[0]}" if bad.size else f"got shape {items.shape}")
-        )
+    if items.ndim != 1 or not items.size:
+        raise ValueError(f"top_k needs a non-empty 1-D session of items, got shape {items.shape}")
+    SessionLog.from_sessions([items]).check_items(spec.n_items, "session", unseen=False)
     return run(params, jnp.asarray(items, jnp.int32))

@@ -142,7 +142,7 @@ def test_items_outside_the_catalogue_are_refused_not_clamped(bad):
     log = _as_log([[1, 2, 3], [4, bad]])
     with pytest.raises(ValueError, match=f"item index {bad} at event 4 .* {N_ITEMS} items"):
         evaluate(spec, params, log)
-    with pytest.raises(ValueError, match=f"got {bad}"):
+    with pytest.raises(ValueError, match=f"session: item index {bad} at event 1 "):
         top_k(spec, params, [1, bad], 3)
     items = np.arange(N_ITEMS)
     with pytest.raises(ValueError, match=f"test: item index {bad}"):
