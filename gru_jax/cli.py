@@ -7,7 +7,7 @@ Data and usage errors print one clear line to stderr and exit with status 2 (no 
     gru-jax train                                   # the generated default data, ~1 minute
     gru-jax train --preset retailrocket --format srgnn --train ../shared/data/retailrocket_cotrec \
         --out runs/rr n_epochs=5
-    gru-jax evaluate --run runs/rr --format srgnn --test ../shared/data/retailrocket_cotrec
+    gru-jax evaluate --run runs/rr                  # its own test set; or --data/--format/--test
     gru-jax recommend --run runs/rr --session 12,45,7 -k 20
     gru-jax presets [--keys]
     gru-jax preprocess --format diginetica --input train-item-views.csv --out prep/ --test-days 7
@@ -454,7 +454,7 @@ def _load_training_data(args: argparse.Namespace):
         _check_data_folder(args.data)
         _refuse_with_data(args)
         _refuse_recipe_flags(args, "a dataset written by `gru-jax preprocess` is used as saved")
-        return Dataset.load(args.data), {"data": str(args.data)}
+        return Dataset.load(args.data), {"data": _absolute(args.data)}
     if not args.train:
         if args.test or args.format:
             raise UsageError("--format and --test need --train")
@@ -466,7 +466,13 @@ def _load_training_data(args: argparse.Namespace):
         return default_dataset(), {"format": "synthetic", "seed": 0}
     if args.format is None:
         raise UsageError("--train needs --format (one of " + ", ".join(READ_FORMATS) + ")")
-    description = {"format": args.format, "train": args.train, "test": args.test}
+    # What `evaluate --run` needs to read this run's test set again: absolute paths, the
+    # reader's options and the recipe.
+    description = {
+        "format": args.format,
+        "train": [_absolute(p) for p in args.train],
+        "test": [_absolute(p) for p in args.test] if args.test else None,
+    }
     if args.format == "srgnn":
         if args.test:
             raise UsageError("srgnn: --train is the split's folder, which holds the test set")
@@ -474,7 +480,7 @@ def _load_training_data(args: argparse.Namespace):
         description["test_protocol"] = protocol = _test_protocol(args)
         return load_dataset("srgnn", args.train, test_protocol=protocol), description
     _test_protocol(args)  # refuses the flag
-    options = _reader_options(args)
+    description["reader_options"] = options = _reader_options(args)
     _distinct_paths([*args.train, *(args.test or [])])  # twice, or as train and test
     if args.test:
         _refuse_recipe_flags(
@@ -483,7 +489,13 @@ def _load_training_data(args: argparse.Namespace):
             "the raw log and train with --data, or leave out --test",
         )
         return dataset_from_files(args.format, args.train, args.test, **options), description
-    return load_dataset(args.format, args.train, config=_config(args), **options), description
+    recipe = _config(args)
+    description["recipe"] = dataclasses.asdict(recipe)
+    return load_dataset(args.format, args.train, config=recipe, **options), description
+
+
+def _absolute(path: str) -> str:
+    return str(pathlib.Path(path).absolute())
 
 
 def _refuse_with_data(args: argparse.Namespace) -> None:
@@ -616,7 +628,11 @@ def _add_evaluate_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="re-evaluate a saved run on a test set",
-        description="Full-ranking evaluation of the latest checkpoint of a run directory.",
+        description=(
+            "Full-ranking evaluation of the latest checkpoint of a run directory: on the run's "
+            "own test set, read again as its config.json records, unless --data or "
+            "--format/--test give another."
+        ),
     )
     p.add_argument("--run", required=True, metavar="DIR", help="a run directory of `train`")
     _add_data_arguments(p, training=False)
@@ -632,18 +648,10 @@ def _add_evaluate_parser(subparsers) -> None:
     p.set_defaults(func=_run_evaluate)
 
 
-def _trained_on_synthetic(run: str) -> int | None:
-    """The seed of the generated default a run was trained on (None: other data)."""
-    from gru_jax.train.loop import read_run_json
-
-    data = read_run_json(pathlib.Path(run))[1].get("data", {})
-    return int(data.get("seed", 0)) if data.get("format") == "synthetic" else None
-
-
 def _load_test_log(args: argparse.Namespace, item_ids):
-    """The test log of --data or --format/--test (or, for a run on the generated default, its
-    test split made again), indexed by the run's ``item_ids``."""
-    from gru_jax.data import Dataset, dataset_from_files, default_dataset, load_dataset
+    """The test log of --data or --format/--test or, with none of these, the run's own test
+    set read again as its config.json records; indexed by the run's ``item_ids``."""
+    from gru_jax.data import Dataset, dataset_from_files, load_dataset
     from gru_jax.data.dataset import reindex_log
 
     if args.data:
@@ -652,14 +660,10 @@ def _load_test_log(args: argparse.Namespace, item_ids):
         ds = Dataset.load(args.data)
         if ds.test is None:
             raise UsageError(f"{args.data} has no test split")
-    elif (
-        not args.test and not args.format and (seed := _trained_on_synthetic(args.run)) is not None
-    ):
-        # The generated default is made again from its seed: nothing was saved to read back.
-        _refuse_column_flags(args, None, "the generated default")
-        ds = default_dataset(seed=seed)
+    elif not args.test and not args.format:
+        ds = _run_test_set(args)
     elif not args.test or not args.format:
-        raise UsageError("evaluate needs --data DIR, or --format F and --test PATH")
+        raise UsageError("evaluate needs --format F and --test PATH together (or --data DIR)")
     elif args.format == "srgnn":
         ds = load_dataset("srgnn", args.test, test_protocol=_test_protocol(args))
     else:
@@ -667,6 +671,75 @@ def _load_test_log(args: argparse.Namespace, item_ids):
         ds = dataset_from_files(args.format, args.test, **_reader_options(args))
         ds.test = ds.train  # the file is the test set; its own index is mapped below
     return reindex_log(ds.test, ds.item_ids, item_ids)
+
+
+def _run_test_set(args: argparse.Namespace):
+    """The dataset whose test split the run was trained beside, made again from what its
+    config.json records (runs written before paths, reader options and recipe were recorded
+    name the flags to give instead)."""
+    from gru_jax.data import (
+        Dataset,
+        PreprocessConfig,
+        dataset_from_files,
+        default_dataset,
+        load_dataset,
+    )
+    from gru_jax.train.loop import read_run_json
+
+    data = read_run_json(pathlib.Path(args.run))[1].get("data") or {}
+    fmt = data.get("format")
+    if fmt != "srgnn" and args.test_protocol is not None:
+        raise UsageError(f"--test-protocol applies to srgnn splits, not {fmt or 'this run'}")
+    _refuse_column_flags(args, None, "the run's own test set")
+    if fmt == "synthetic":  # nothing was saved to read back: made again from its seed
+        return default_dataset(seed=int(data.get("seed", 0)))
+    for key in ("data", "train", "test"):
+        for path in _as_list(data.get(key)):
+            if not pathlib.Path(path).exists():
+                raise UsageError(
+                    f"the run was trained on {path}, which is not there; give --data DIR, "
+                    "or --format F and --test PATH"
+                )
+    if "data" in data:
+        ds = Dataset.load(data["data"])
+        if ds.test is None:
+            raise UsageError(f"the run's dataset {data['data']} has no test split; give --data")
+        return ds
+    if fmt == "srgnn":
+        protocol = args.test_protocol or data.get("test_protocol", "pairs")
+        return load_dataset("srgnn", data["train"], test_protocol=protocol)
+    options = data.get("reader_options")
+    if fmt is None or options is None:  # an older run, or one trained through the Python API
+        raise UsageError(
+            f"{args.run} does not record how its test set was read; give --data DIR, or "
+            "--format F and --test PATH"
+        )
+    if data.get("test"):
+        ds = dataset_from_files(fmt, data["test"], **options)
+        ds.test = ds.train  # the file is the test set; its own index is mapped by the caller
+        return ds
+    recipe = dict(data["recipe"])
+    if recipe.get("event_types") is not None:
+        recipe["event_types"] = tuple(recipe["event_types"])
+    ds = load_dataset(fmt, data["train"], config=PreprocessConfig(**recipe), **options)
+    if ds.test is None:
+        raise UsageError(f"the run's recipe made no test split ({fmt} {data['train']})")
+    return ds
+
+
+def _recorded_inputs(run: str) -> list[str]:
+    """The data files and folders a run's config.json records (none if it cannot be read)."""
+    from gru_jax.train.loop import read_run_json
+
+    try:
+        data = read_run_json(pathlib.Path(run))[1].get("data") or {}
+    except (OSError, ValueError):  # reported by load_run, with its own message
+        return []
+    return [p for key in ("data", "train", "test") for p in _as_list(data.get(key))]
+
+
+def _as_list(value) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _check_metrics_file(out: pathlib.Path, inputs: Sequence[str], overwrite: bool) -> None:
@@ -696,6 +769,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if args.out:
         inputs = [*(args.test or []), *([args.data] if args.data else [])]
+        if not (args.test or args.format or args.data):  # the run's own data is read
+            inputs = _recorded_inputs(args.run)
         _check_metrics_file(pathlib.Path(args.out), inputs, args.overwrite)
     if args.format == "sequences":
         raise UsageError(

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -113,6 +114,102 @@ def test_evaluate_matches_a_brute_force_ranking_of_the_test_file(trained_run, sp
     assert json.loads((trained_run / "results.json").read_text())["recall@20"] == pytest.approx(
         recall, abs=1e-6
     )
+
+
+def test_evaluate_without_data_flags_reads_the_runs_own_test_file(
+    trained_run, split_files, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the run recorded absolute paths, not the training's cwd
+    out = tmp_path / "eval.json"
+
+    assert cli.main(["evaluate", "--run", str(trained_run), "--out", str(out)]) == 0
+
+    recall, mrr, n = _brute_force_metrics(trained_run, split_files[1])
+    got = json.loads(out.read_text())
+    assert got["n_test_events"] == n
+    assert got["recall@20"] == pytest.approx(recall, abs=1e-6)
+    assert got["mrr@20"] == pytest.approx(mrr, abs=1e-5)
+
+
+def test_evaluate_without_data_flags_names_what_is_missing(trained_run, split_files, tmp_path,
+                                                           capsys):  # fmt: skip
+    train, test, _ = split_files
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    saved = json.loads((run / "config.json").read_text())
+
+    # The test file moved away since training
+    moved = tmp_path / "gone.tsv"
+    saved["data"]["test"] = [str(moved)]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert str(moved) in err and "--format F and --test PATH" in err
+
+    # A run that recorded no reader options (written before they were, or by the Python API)
+    saved["data"]["test"] = [str(test)]
+    del saved["data"]["reader_options"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    assert "does not record how its test set was read" in capsys.readouterr().err
+
+    # --out never replaces the data the run's test set is read from, even with --overwrite
+    assert cli.main(["evaluate", "--run", str(run), "--out", str(train), "--overwrite"]) == 2
+    assert "is an input of this evaluation" in capsys.readouterr().err
+
+    # Flags that only a given test file has use for
+    assert cli.main(["evaluate", "--run", str(trained_run), "--test-protocol", "sessions"]) == 2
+    assert "--test-protocol applies to srgnn splits" in capsys.readouterr().err
+
+
+def test_evaluate_without_data_flags_repeats_the_recipes_split(tmp_path):
+    events = generate_sessions(n_sessions=400, n_items=50, n_topics=4, seed=5)
+    raw = tmp_path / "raw.tsv"
+    events.write_csv(raw, separator="\t")
+    run = tmp_path / "run"
+    argv = ["train", "--format", "gru4rec", "--train", str(raw), "--event-types", "all",
+            "--min-item-support", "2", "--test-days", "2", "--out", str(run), "--no-progress",
+            *TINY]  # fmt: skip
+    assert cli.main(argv) == 0
+    trained = json.loads((run / "results.json").read_text())
+
+    assert cli.main(["evaluate", "--run", str(run), "--out", str(tmp_path / "e.json")]) == 0
+
+    # The same test split as training's: its counts and metrics
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["n_test_events"] == trained["n_test_events"] > 0
+    assert got["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
+
+
+def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    train = [rng.integers(1, 40, size=rng.integers(2, 7)).tolist() for _ in range(300)]
+    prefixes = [rng.integers(1, 40, size=rng.integers(1, 5)).tolist() for _ in range(60)]
+    targets = rng.integers(1, 40, size=60).tolist()
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "all_train_seq.txt").write_bytes(pickle.dumps(train))
+    (split / "test.txt").write_bytes(pickle.dumps((prefixes, targets)))
+    run = tmp_path / "run"
+    argv = ["train", "--format", "srgnn", "--train", str(split), "--out", str(run),
+            "--no-progress", *TINY]  # fmt: skip
+    assert cli.main(argv) == 0
+    trained = json.loads((run / "results.json").read_text())
+
+    for protocol in ("pairs", "sessions"):
+        flags = ["--test-protocol", protocol] if protocol == "sessions" else []
+        implicit, explicit = tmp_path / f"{protocol}-run.json", tmp_path / f"{protocol}-test.json"
+        assert cli.main(["evaluate", "--run", str(run), *flags, "--out", str(implicit)]) == 0
+        assert cli.main(["evaluate", "--run", str(run), "--format", "srgnn", "--test",
+                         str(split), *flags, "--out", str(explicit)]) == 0  # fmt: skip
+        a, b = json.loads(implicit.read_text()), json.loads(explicit.read_text())
+        assert (a["n_test_events"], a["recall@20"]) == (b["n_test_events"], b["recall@20"])
+    # Pairs, as in training: each target whose items were all seen in training is one event
+    pairs = json.loads((tmp_path / "pairs-run.json").read_text())
+    assert pairs["n_test_events"] == trained["n_test_events"]
+    assert pairs["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
+    sessions = json.loads((tmp_path / "sessions-run.json").read_text())
+    assert sessions["n_test_events"] > pairs["n_test_events"]
 
 
 def test_recommend_matches_a_brute_force_ranking(trained_run, capsys):
