@@ -14,9 +14,11 @@ Embedding modes (GRU4Rec's names):
   ``embedding=X`` ("embedding"): a separate (N, X) input table;
   neither ("onehot"): the item id selects a row of the first layer's input kernel, a (N, 3H)
     table, to which the first cell's input bias is added. The first layer is then the
-    embedding, as in the official PyTorch port (``GRUEmbedding``): p_embed applies to its
-    output (carried), not to its input rows, and p_hidden to the layers after it. (The Theano
-    original applies p_hidden to that output and has no embedding dropout in this mode.)
+    embedding, as in the official PyTorch port (``GRUEmbedding``): a reset-before GRU with
+    its one bias on the input side, whatever ``variant`` the later layers have (the Theano
+    original's layers are all of that form); p_embed applies to its output (carried), not to
+    its input rows, and p_hidden to the layers after it. (The Theano original applies
+    p_hidden to that output and has no embedding dropout in this mode.)
 
 The item tables (W_y, b_y and the input table) are `ItemTable` parameters: the trainer gathers
 the rows a step needs, differentiates with respect to those rows only and updates them
@@ -124,8 +126,8 @@ class GRU4Rec(nnx.Module):
             in_features = n_input if i == 0 else layers[i - 1]
             if i == 0 and self.mode == "onehot":
                 # The (N, 3H) input kernel becomes an item table; the cell keeps its recurrent
-                # weights and biases. Each gate block is Glorot over (N, H), as the original.
-                first = factory(1, hidden, variant=variant, dtype=dtype, rngs=rngs)
+                # weights and its bias. Each gate block is Glorot over (N, H), as the original.
+                first = factory(1, hidden, variant="reset_before", dtype=dtype, rngs=rngs)
                 del first.kernel_i
                 table = initializers.per_gate(glorot)(rngs.params(), (n_items, 3 * hidden))
                 self.input_table = ItemTable(table)
@@ -179,9 +181,11 @@ class GRU4Rec(nnx.Module):
         for i, (cell, c) in enumerate(zip(self.cells, carry)):
             rate = self.dropout_p_hidden
             if i == 0 and onehot:  # the embedding layer: its output takes p_embed (PyTorch port)
-                params = F.GRUParams(None, cell.bias_i[...], cell.kernel_h[...], cell.bias_h[...])
+                params = F.GRUParams(
+                    None, cell.bias_i[...], cell.kernel_h[...], cell.recurrent_bias
+                )
                 gi = x.astype(jnp.float32) + params.bias_i
-                c_new = F.step_from_projection(params, c, gi, self.variant, self.dtype)
+                c_new = F.step_from_projection(params, c, gi, "reset_before", self.dtype)
                 y, rate = c_new, self.dropout_p_embed
             else:
                 c_new, y = cell(c, x)

@@ -23,7 +23,8 @@ INITS = ("flax", "glorot")
 class FusedGRUCell(nnx.Module):
     r"""GRU cell with the gates (r, z, n) fused into one input and one recurrent kernel.
 
-    Parameters: ``kernel_i`` (E, 3H), ``bias_i`` (3H,), ``kernel_h`` (H, 3H), ``bias_h`` (3H,).
+    Parameters: ``kernel_i`` (E, 3H), ``bias_i`` (3H,), ``kernel_h`` (H, 3H), and for
+    reset_after also ``bias_h`` (3H,).
 
     ``variant="reset_after"`` (cuDNN, PyTorch, Flax)::
 
@@ -38,8 +39,10 @@ class FusedGRUCell(nnx.Module):
         h̃  = tanh(W_h·[r ⊙ h, x] + b_h)
         h' = (1 − z) ⊙ h + z ⊙ h̃
 
-    with W_h·[r ⊙ h, x] = (r ⊙ h) W_hn + x W_in and b_z = b_iz + b_hz, b_r = b_ir + b_hr,
-    b_h = b_in + b_hn. Note the mirrored z convention: here z weights the candidate.
+    with W_h·[r ⊙ h, x] = (r ⊙ h) W_hn + x W_in and one bias per gate, ``bias_i`` = (b_r, b_z,
+    b_h), as in the Theano original and the paper. (A second, recurrent bias would add outside
+    every product here: the same model, with each bias learning at twice the rate.) Note the
+    mirrored z convention: here z weights the candidate.
 
     Args:
       in_features: E.
@@ -95,14 +98,23 @@ class FusedGRUCell(nnx.Module):
         self.kernel_i = nnx.Param(kernel_i)
         self.bias_i = nnx.Param(jnp.zeros((3 * hidden_features,), param_dtype))
         self.kernel_h = nnx.Param(kernel_h)
-        self.bias_h = nnx.Param(jnp.zeros((3 * hidden_features,), param_dtype))
+        if self.variant == "reset_after":  # b_hn sits inside r ⊙ (h W_hn + b_hn)
+            self.bias_h = nnx.Param(jnp.zeros((3 * hidden_features,), param_dtype))
 
     @property
     def params(self) -> F.GRUParams:
-        """The parameters as plain arrays, for the functional core."""
+        """The parameters as plain arrays, for the functional core (whose recurrent bias is
+        zero in the reset_before form)."""
         return F.GRUParams(
-            self.kernel_i[...], self.bias_i[...], self.kernel_h[...], self.bias_h[...]
+            self.kernel_i[...], self.bias_i[...], self.kernel_h[...], self.recurrent_bias
         )
+
+    @property
+    def recurrent_bias(self) -> jax.Array:
+        """``bias_h``, or zeros for reset_before, which has none."""
+        if self.variant == "reset_after":
+            return self.bias_h[...]
+        return jnp.zeros((3 * self.hidden_features,), self.param_dtype)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step: carry (..., H), inputs (..., E) -> (new_carry, new_carry)."""

@@ -18,7 +18,8 @@ reset_before (Cho et al. 2014, GRU4Rec's Theano original):
     z  = σ(W_z·[h, x] + b_z),  r = σ(W_r·[h, x] + b_r)
     h̃  = tanh(W_h·[r ⊙ h, x] + b_h)
     h' = (1 − z) ⊙ h + z ⊙ h̃        (z weights the candidate)
-    with W_h·[r ⊙ h, x] = (r ⊙ h) W_hn + x W_in and b_z = b_iz + b_hz (likewise for r and h).
+    with W_h·[r ⊙ h, x] = (r ⊙ h) W_hn + x W_in and b_z = b_iz + b_hz (likewise for r and h);
+    `FusedGRUCell` keeps one bias per gate in this form (bias_i; its bias_h is zero).
     The candidate's matmul depends on r, so a step is a (H, 2H) matmul then a (H, H) one.
 
 The carry and the gate arithmetic stay in float32 whatever the compute dtype; only the matmul

@@ -29,7 +29,12 @@ class Checkpoints:
         self.directory = pathlib.Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            },
         )
 
     def latest(self) -> int | None:
@@ -62,6 +67,16 @@ class Checkpoints:
             reason = _first_sentence(e)
         else:
             return restored.state, restored.meta
+        saved, wanted = self._saved_paths(number), _paths(like)
+        if saved is not None and saved != wanted:  # readable, but of another model
+            differ = sorted(saved ^ wanted)
+            raise CheckpointError(
+                f"checkpoint {number} in {self.directory} holds another model's state: "
+                f"{', '.join(p + (' (saved)' if p in saved else ' (expected)') for p in differ[:4])}"
+                f"{f' and {len(differ) - 4} more' if len(differ) > 4 else ''}. It was written "
+                "by another model config or another version of gru_jax; train into a new "
+                "folder (or use that version to read it)"
+            )
         raise CheckpointError(
             f"checkpoint {number} in {self.directory} cannot be read ({reason}); delete "
             f"{self.directory / str(number)} to go back to an earlier checkpoint, if any"
@@ -69,6 +84,29 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+    def _saved_paths(self, number: int) -> set[str] | None:
+        """The tree paths of a saved state, from its metadata (None if that is unreadable)."""
+        try:
+            return _paths(self._manager.item_metadata(number)["state"])
+        except Exception:  # noqa: BLE001 - a damaged checkpoint: the caller's message says so
+            return None
+
+
+def _paths(tree: Any) -> set[str]:
+    """Leaf paths as "params/cells/0/bias_h": the same for the saved metadata's dicts and for
+    the live state's dataclasses, tuples and NNX containers."""
+    return {
+        "/".join(_key_name(k) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
 
 
 def _first_sentence(error: Exception) -> str:

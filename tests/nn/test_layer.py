@@ -18,7 +18,7 @@ def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
 
 
-def numpy_reset_before(kernel_i, bias_i, kernel_h, bias_h, xs, h0):
+def numpy_reset_before(kernel_i, bias, kernel_h, xs, h0):
     """The original GRU paper's equations, with W_·[h, x] split into its h and x parts:
     z = σ(W_z·[h,x] + b_z), r = σ(W_r·[h,x] + b_r), h̃ = tanh(W_h·[r⊙h, x] + b_h),
     h' = (1 − z)⊙h + z⊙h̃.   xs: (B, T, E) -> (B, T, H)."""
@@ -26,7 +26,7 @@ def numpy_reset_before(kernel_i, bias_i, kernel_h, bias_h, xs, h0):
     split = lambda a: (a[..., :hidden], a[..., hidden : 2 * hidden], a[..., 2 * hidden :])
     wx_r, wx_z, wx_h = split(kernel_i)
     wh_r, wh_z, wh_h = split(kernel_h)
-    b_r, b_z, b_h = (bi + bh for bi, bh in zip(split(bias_i), split(bias_h)))
+    b_r, b_z, b_h = split(bias)  # one bias per gate
     h, outputs = h0, []
     for t in range(xs.shape[1]):
         x = xs[:, t]
@@ -42,7 +42,7 @@ def _randomise(layer, seed=0, scale=0.3):
     """Non-zero biases everywhere, so every bias term is exercised."""
     keys = iter(jax.random.split(jax.random.key(seed), 4 * len(layer.cells)))
     for cell in layer.cells:
-        for name in ("bias_i", "bias_h"):
+        for name in ("bias_i", "bias_h") if cell.variant == "reset_after" else ("bias_i",):
             param = getattr(cell, name)
             param[...] = scale * jax.random.normal(next(keys), param.shape)
 
@@ -55,19 +55,33 @@ def test_reset_before_matches_numpy(impl, hoist):
     x = np.asarray(jax.random.normal(jax.random.key(1), (3, 6, 5)), np.float64)
     h0 = np.asarray(0.5 * jax.random.normal(jax.random.key(2), (3, 7)), np.float64)
     cell = layer.cells[0]
-    want = numpy_reset_before(*(np.asarray(p, np.float64) for p in cell.params), x, h0)
+    weights = (cell.kernel_i[...], cell.bias_i[...], cell.kernel_h[...])
+    want = numpy_reset_before(*(np.asarray(p, np.float64) for p in weights), x, h0)
     out, carry = layer(jnp.asarray(x, jnp.float32), initial_carry=jnp.asarray(h0, jnp.float32))
     np.testing.assert_allclose(out, want, **TOL)
     np.testing.assert_allclose(carry[0], want[:, -1], **TOL)
 
 
+def test_reset_before_has_one_bias_per_gate_and_reset_after_two():
+    """The paper's (and the Theano original's) form has one bias per gate; reset_after keeps
+    cuDNN/PyTorch's second, recurrent bias, whose candidate part sits inside r ⊙ (·)."""
+
+    def shapes(cell):
+        return {".".join(map(str, k)): v.shape for k, v in nnx.state(cell, nnx.Param).flat_state()}
+
+    before = FusedGRUCell(4, 3, variant="reset_before", rngs=nnx.Rngs(0))
+    after = FusedGRUCell(4, 3, variant="reset_after", rngs=nnx.Rngs(0))
+    assert shapes(before) == {"kernel_i": (4, 9), "bias_i": (9,), "kernel_h": (3, 9)}
+    assert shapes(after) == {**shapes(before), "bias_h": (9,)}
+
+
 def test_reset_before_cell_step_matches_numpy():
     cell = FusedGRUCell(4, 3, variant="reset_before", init="glorot", rngs=nnx.Rngs(0))
     cell.bias_i[...] = jnp.arange(9.0) / 10
-    cell.bias_h[...] = -jnp.arange(9.0) / 20
     x = np.random.default_rng(0).normal(size=(2, 4))
     h = np.random.default_rng(1).normal(size=(2, 3))
-    want = numpy_reset_before(*(np.asarray(p, np.float64) for p in cell.params), x[:, None], h)
+    weights = (cell.kernel_i[...], cell.bias_i[...], cell.kernel_h[...])
+    want = numpy_reset_before(*(np.asarray(p, np.float64) for p in weights), x[:, None], h)
     new_h, y = cell(jnp.asarray(h, jnp.float32), jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(new_h, want[:, 0], **TOL)
     np.testing.assert_array_equal(new_h, y)

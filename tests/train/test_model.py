@@ -45,10 +45,12 @@ def test_embedding_dropout_hits_the_input_rows():
 
 def test_onehot_mode_equals_a_cell_on_one_hot_vectors():
     """In the no-embedding mode the item selects a row of the first layer's input kernel."""
+    # ... of a reset-before cell with one bias, as the PyTorch port's GRUEmbedding, even
+    # where the later layers are reset-after (the default)
     model = GRU4Rec(7, (5,), constrained_embedding=False, embedding=0, rngs=nnx.Rngs(0))
-    cell = FusedGRUCell(7, 5, rngs=nnx.Rngs(1))
+    cell = FusedGRUCell(7, 5, variant="reset_before", rngs=nnx.Rngs(1))
     cell.kernel_i[...] = model.input_table[...]
-    for name in ("bias_i", "kernel_h", "bias_h"):
+    for name in ("bias_i", "kernel_h"):
         getattr(cell, name)[...] = jnp.ones_like(getattr(cell, name)[...]) * 0.1
         getattr(model.cells[0], name)[...] = getattr(cell, name)[...]
     items = jnp.array([3, 0, 6])
