@@ -23,16 +23,18 @@ def _rows(batch: Batch) -> list[tuple]:
     ]
 
 
-def _reference(log: SessionLog, batch_size: int, order: np.ndarray) -> Batch:
+def _reference(log: SessionLog, batch_size: int, order: np.ndarray, min_rows: int = 1) -> Batch:
     """GRU4Rec's loop written plainly: one step at a time; after a step, the rows whose session
-    ended take the next sessions in increasing row order; rows with nothing left are masked."""
+    ended take the next sessions in increasing row order; rows with nothing left are masked;
+    once fewer than ``min_rows`` rows play, the epoch ends (the official code with n_sample=0
+    breaks when n_valid < 2)."""
     queue = [int(s) for s in order if log.lengths[s] >= 2]
     rows: list[list[int] | None] = [None] * batch_size  # [session, position]
     for r in range(batch_size):
         if queue:
             rows[r] = [queue.pop(0), 0]
     out = []
-    while any(rows):
+    while sum(cur is not None for cur in rows) >= max(min_rows, 1):
         step = np.zeros((5, batch_size), dtype=np.int64)
         for r, cur in enumerate(rows):
             if cur is None:
@@ -79,6 +81,40 @@ def test_exact_rows_with_length_two_sessions_and_epoch_end():
         ([0, 8], [0, 9], [0, 0], [0, 1]),
     ]
     assert len(it) == 4 and it.num_steps == 4 and it.num_targets == 7
+
+
+def test_without_sampled_negatives_the_epoch_ends_when_one_row_is_left():
+    # The sessions of the test above: from step 3 on only row 1 (session 2) plays.
+    log = SessionLog.from_sessions([[1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11]])
+    it = SessionParallelIterator(log, 2, min_rows=2)
+
+    rows = _rows(_stack(list(it.epoch(0))))
+
+    assert rows == [
+        ([1, 4], [2, 5], [1, 1], [1, 1]),
+        ([2, 6], [3, 7], [0, 1], [1, 1]),
+        ([10, 7], [11, 8], [1, 0], [1, 1]),
+    ]
+    assert it.num_steps == 3
+    with pytest.raises(ValueError, match="min_rows"):
+        SessionParallelIterator(log, 2, min_rows=3)
+
+
+@pytest.mark.parametrize("batch_size, steps", [(2, 1), (3, 4), (8, 3)])
+def test_min_rows_matches_the_plain_loop_on_random_logs(batch_size, steps):
+    rng = np.random.default_rng(batch_size + 100)
+    log = _random_log(rng)
+    order = np.argsort(log.times[log.offsets[:-1]], kind="stable")
+    want = _reference(log, batch_size, order, min_rows=2)
+
+    it = SessionParallelIterator(log, batch_size, steps=steps, min_rows=2)
+    got = _stack(list(it.epoch(0)))
+
+    n = len(want.inputs)
+    assert it.num_steps == n <= len(_reference(log, batch_size, order).inputs)
+    assert not got.mask[n:].any()  # padding of the last dispatch only
+    for name, g, w in zip(Batch._fields, got, want, strict=True):
+        np.testing.assert_array_equal(g[:n], w, err_msg=name)
 
 
 def test_several_steps_per_dispatch_pad_the_last_one():

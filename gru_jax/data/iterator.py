@@ -112,6 +112,9 @@ class SessionParallelIterator:
       shard_index, num_shards: this shard takes rows
         ``[shard_index * B / num_shards, (shard_index + 1) * B / num_shards)``.
       drop_last: drop the last dispatch when it is partial (otherwise padded with masked steps).
+      min_rows: the epoch ends at the first step with fewer rows still playing a session (the
+        rest of the sessions left are not played). GRU4Rec stops at 2 when it samples no extra
+        negatives (``n_sample=0``), where a lone row would have no negative at all.
     """
 
     def __init__(
@@ -125,9 +128,12 @@ class SessionParallelIterator:
         shard_index: int = 0,
         num_shards: int = 1,
         drop_last: bool = False,
+        min_rows: int = 1,
     ) -> None:
         if batch_size < 1 or steps < 1:
             raise ValueError(f"batch_size and steps must be >= 1, got {batch_size}, {steps}")
+        if not 1 <= min_rows <= batch_size:
+            raise ValueError(f"min_rows must be in [1, batch_size={batch_size}], got {min_rows}")
         if num_shards < 1 or batch_size % num_shards:
             raise ValueError(f"batch_size {batch_size} is not divisible by {num_shards} shards")
         if not 0 <= shard_index < num_shards:
@@ -142,6 +148,7 @@ class SessionParallelIterator:
         self.shard_index = shard_index
         self.num_shards = num_shards
         self.drop_last = drop_last
+        self.min_rows = min_rows
         self._cache: tuple[int, _Plan] | None = None
 
     # -- plan ---------------------------------------------------------------------------------
@@ -158,6 +165,13 @@ class SessionParallelIterator:
         steps = log.lengths[sessions] - 1
         row, start = assign_rows(steps, self.batch_size)
         num_steps = int((start + steps).max()) if len(steps) else 0
+        if self.min_rows > 1 and num_steps:
+            # Rows refill at once, so the number playing only falls, once no session is left.
+            change = np.zeros(num_steps + 1, np.int64)
+            np.add.at(change, start, 1)
+            np.add.at(change, start + steps, -1)
+            short = np.flatnonzero(np.cumsum(change)[:num_steps] < self.min_rows)
+            num_steps = int(short[0]) if len(short) else num_steps
         n_disp = num_steps // self.steps if self.drop_last else -(-num_steps // self.steps)
         t_pad = n_disp * self.steps
 
@@ -181,9 +195,10 @@ class SessionParallelIterator:
         pos = np.repeat(row.astype(np.int64), steps)
         pos += t.astype(np.int64) * b_local
         del t
-        if self.drop_last:
-            keep = pos < size
-            src, pos, base = src[keep], pos[keep], base[base < size]
+        cut = min(t_pad, num_steps) * b_local  # the pairs after the last step played go
+        if cut < (int(pos.max()) + 1 if len(pos) else 0):
+            keep = pos < cut
+            src, pos, base = src[keep], pos[keep], base[base < cut]
 
         inputs = np.zeros(size, dtype=np.int32)
         targets = np.zeros(size, dtype=np.int32)

@@ -144,6 +144,8 @@ def setup(config: Config, dataset: Dataset) -> Setup:
         seed=config.seed,
         shard_index=par.data_shard,
         num_shards=par.num_data_shards,
+        # Without sampled negatives a lone row has none: GRU4Rec ends the epoch there.
+        min_rows=2 if config.n_sample == 0 and config.batch_size >= 2 else 1,
     )
     supports = np.asarray(dataset.item_supports(), np.float32)
     sampler = NegativeSampler(

@@ -227,3 +227,16 @@ def test_a_metrics_line_cut_short_by_a_crash_does_not_block_the_resume(dataset, 
 
     train(config.replace(n_epochs=2), dataset, tmp_path / "whole", progress=False)
     assert _logged(tmp_path / "run") == _logged(tmp_path / "whole")
+
+
+def test_without_sampled_negatives_the_epoch_stops_at_one_row_left(dataset):
+    """GRU4Rec ends an n_sample=0 epoch once fewer than 2 sessions play (a lone row has no
+    negative); with sampled negatives every session is played."""
+    from gru_jax.train.loop import setup
+
+    def steps_with_one_row(config):
+        mask = np.concatenate([b.mask for b in setup(config, dataset).iterator.epoch(0)])
+        return int((mask.sum(axis=1) == 1).sum())
+
+    assert steps_with_one_row(dataclasses.replace(CONFIG, n_sample=24)) > 0
+    assert steps_with_one_row(dataclasses.replace(CONFIG, n_sample=0)) == 0
