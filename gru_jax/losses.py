@@ -239,18 +239,21 @@ def top1_max(
     *,
     log_q: jax.Array | None = None,
     logq: float | jax.Array = 0.0,
-    elu_param: float | jax.Array = 0.0,
+    final_elu: float | jax.Array = 0.0,
     row_offset: jax.Array | int | None = None,
 ) -> jax.Array:
     r"""TOP1-max (Theano GRU4Rec ``top1-max``; not in the PyTorch port).
 
-    r = ELU_{elu_param}(scores − logq·log_q)   (elu_param = 0: linear, Theano's default)
+    r = ELU_{final_elu}(scores − logq·log_q)   (final_elu = 0: linear, Theano's default
+    ``final_act``)
     ℓ_i = Σ_{j ≠ i} s_ij·( σ(r_ij − r_ii) + σ(r_ij²) )
 
-    The README warns it suffers from vanishing gradients; prefer cross-entropy or bpr-max.
+    The keyword is not ``elu_param``: that config key is BPR-max's (the PyTorch port's), and
+    binding its 0.5 default here would change TOP1-max's output layer. The README warns it
+    suffers from vanishing gradients; prefer cross-entropy or bpr-max.
     """
     r, valid, diag, mine = _prepare(scores, row_mask, log_q, logq, row_offset)
-    r = jnp.where(valid, _elu(r, elu_param), 0.0)
+    r = jnp.where(valid, _elu(r, final_elu), 0.0)
     s = _masked_softmax(r, valid & ~diag)
     per_row = jnp.sum(s * (jax.nn.sigmoid(r - _diag(r, row_offset)) + jax.nn.sigmoid(r**2)), axis=1)
     return _reduce(per_row, mine, row_mask.shape[0])

@@ -100,11 +100,20 @@ def test_bpr_max_matches_numpy(bpreg, elu_param, logq):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("elu_param", [0.0, 1.0])
-def test_top1_max_matches_numpy(elu_param):
+@pytest.mark.parametrize("elu", [0.0, 1.0])
+def test_top1_max_matches_numpy(elu):
     scores, row_mask, _ = _case(3)
-    got = top1_max(jnp.asarray(scores), jnp.asarray(row_mask), elu_param=elu_param)
-    np.testing.assert_allclose(got, np_top1_max(scores, row_mask, elu_param), rtol=1e-5)
+    got = top1_max(jnp.asarray(scores), jnp.asarray(row_mask), final_elu=elu)
+    np.testing.assert_allclose(got, np_top1_max(scores, row_mask, elu), rtol=1e-5)
+
+
+def test_top1_max_from_the_config_keys_has_a_linear_output_as_theano():
+    # The trainer binds every config hyperparameter a loss takes; elu_param (0.5 by default)
+    # is BPR-max's, and Theano's top1-max output is linear unless final_act says otherwise.
+    scores, row_mask, _ = _case(3)
+    fn = make_loss("top1-max", strict=False, bpreg=1.0, elu_param=0.5, logq=0.0)
+    got = fn(jnp.asarray(scores), jnp.asarray(row_mask))
+    np.testing.assert_allclose(got, np_top1_max(scores, row_mask, 0.0), rtol=1e-5)
 
 
 def test_all_rows_active_and_no_samples():
