@@ -105,7 +105,8 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dedupe",
         action=argparse.BooleanOptionalAction,
-        help=f"4. remove consecutive repeats of an item within a session (default: {d.dedupe})",
+        help=f"4. remove consecutive repeats of an item within a session (default: {d.dedupe}; "
+        "sequences: no)",
     )
     g.add_argument(
         "--min-item-support",
@@ -217,7 +218,7 @@ def _config(args: argparse.Namespace):
     defaults = PreprocessConfig()
     if published:
         defaults = dataclasses.replace(
-            defaults, min_item_support=1, min_session_length=1, split="leave_one_out"
+            defaults, min_item_support=1, min_session_length=1, dedupe=False, split="leave_one_out"
         )
     values = {
         name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)

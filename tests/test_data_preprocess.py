@@ -5,6 +5,7 @@ The main check re-implements GRU4Rec's recipe independently with pandas (written
 by every step and the resulting arrays on ../shared/data/diginetica_sample.
 """
 
+import itertools
 import re
 
 import numpy as np
@@ -31,7 +32,7 @@ def _size(frame: pd.DataFrame, key: str) -> pd.Series:
     return frame.groupby(key)[key].transform("size")
 
 
-def _pandas_recipe(path, *, test_days, valid_days=0, min_support=5, min_length=2, dedupe=False):
+def _pandas_recipe(path, *, test_days, valid_days=0, min_support=5, min_length=2, dedupe=True):
     """GRU4Rec's recipe on the Diginetica views file, step by step in pandas."""
     df = pd.read_csv(path, sep=";")
     date = pd.to_datetime(df["eventdate"], format="%Y-%m-%d")
@@ -107,11 +108,11 @@ def _assert_log_equals(log: SessionLog, item_ids: np.ndarray, frame: pd.DataFram
     "options",
     [
         {"test_days": 7},
-        {"test_days": 7, "dedupe": True, "min_item_support": 2},
+        {"test_days": 7, "dedupe": False, "min_item_support": 2},
         {"test_days": 20, "valid_days": 20, "min_item_support": 3},
         {"test_days": 7, "min_item_support": 2, "min_session_length": 3},
     ],
-    ids=["defaults", "dedupe", "valid", "min-length-3"],
+    ids=["defaults", "no-dedupe", "valid", "min-length-3"],
 )
 def test_diginetica_counts_match_independent_pandas_recipe(shared_data, options):
     path = shared_data / DIGINETICA
@@ -184,13 +185,32 @@ def test_given_sequence_files_make_one_session_per_user(tmp_path):
     assert raw(ds.test) == [[10, 12]]
 
 
+def test_the_recipe_removes_consecutive_repeats_by_default_as_the_authors_scripts():
+    # hidasib/gru4rec_third_party_comparison's scripts drop an event that repeats the item
+    # before it in the same session; a repeat after another item stays.
+    events = pl.DataFrame(
+        {"session": [1, 1, 1, 1, 2, 2, 2], "item": list("AABACCD"), "time": range(7)}
+    ).with_columns(pl.col("time").cast(pl.Float64))
+    common = {"min_item_support": 1, "test_days": 0}
+
+    ds = preprocess(events, PreprocessConfig(**common))
+    kept = preprocess(events, PreprocessConfig(dedupe=False, **common))
+
+    def sessions(log, ids):
+        return [ids[log.items[a:b]].tolist() for a, b in itertools.pairwise(log.offsets)]
+
+    assert sessions(ds.train, ds.item_ids) == [list("ABA"), list("CD")]
+    assert ds.stats["removed_consecutive_repeats"] == 2
+    assert sessions(kept.train, kept.item_ids) == [list("AABA"), list("CCD")]
+
+
 def test_iterative_filter_runs_until_nothing_changes():
     # Round 1 drops item C (support 1), which leaves [A] too short; dropping it leaves A with
     # support 1, so round 2 drops A and then [B]; round 3 finds nothing to drop.
     events = pl.DataFrame(
         {"session": [1, 1, 2, 2, 3, 3], "item": list("ACABBB"), "time": range(6)}
     ).with_columns(pl.col("time").cast(pl.Float64))
-    common = {"min_item_support": 2, "test_days": 0}  # no test split: every event in train
+    common = {"min_item_support": 2, "test_days": 0, "dedupe": False}  # [B, B] stays; all train
 
     once = preprocess(events, PreprocessConfig(iterative_filter=False, **common))
     until_stable = preprocess(events, PreprocessConfig(**common))
@@ -461,6 +481,6 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
             f.write("x")
     finally:
         os.umask(old)
-    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
     assert mode("a.txt") == mode("b.txt") == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no temp file left
