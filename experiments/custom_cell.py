@@ -10,8 +10,8 @@ prints both.
     python experiments/custom_cell.py --srgnn ../shared/data/retailrocket_cotrec --preset retailrocket
 
 Any module with Flax's cell contract works: ``cell(carry, x) -> (new_carry, y)`` and
-``cell.initialize_carry((batch, in_features))``. Losses (`gru_jax.losses.LOSSES`) and optimizers
-(`gru_jax.optim.OPTIMIZERS`) are registered the same way.
+``cell.initialize_carry((batch, in_features), rngs)``. Losses (`gru_jax.losses.LOSSES`) and
+optimizers (`gru_jax.optim.OPTIMIZERS`) are registered the same way.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A cell factory is ``factory(in_features, hidden_features, *, variant, dtype, rngs) -> module``
 where the module follows Flax's cell contract: ``cell(carry, x) -> (new_carry, y)`` and
-``cell.initialize_carry((batch, in_features)) -> carry``. User code adds its own::
+``cell.initialize_carry((batch, in_features), rngs) -> carry`` (Flax's signature; GRU4Rec passes
+an `nnx.Rngs`, which a cell with a zero carry may ignore). User code adds its own::
 
     from gru_jax.models import CELLS
 

@@ -126,6 +126,8 @@ class FusedGRUCell(nnx.Module):
             raise ValueError(
                 f"carry has {carry.shape[-1]} features, the cell expects {self.hidden_features}"
             )
+        F.check_real(inputs, "inputs")
+        F.check_real(carry, "carry")
         if carry.shape[:-1] != inputs.shape[:-1]:
             raise ValueError(
                 f"carry {tuple(carry.shape)} and inputs {tuple(inputs.shape)} differ in their "

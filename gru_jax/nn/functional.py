@@ -52,6 +52,12 @@ def check_variant(variant: str) -> str:
     return variant
 
 
+def check_real(x: jax.Array, name: str) -> None:
+    """Refuses complex inputs, whose imaginary part the float32 matmuls would drop."""
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real (float or integer), got dtype {x.dtype}")
+
+
 def matmul(a: jax.Array, b: jax.Array, dtype=None) -> jax.Array:
     """a @ b with operands in `dtype` (None: as given) and a float32 result."""
     if dtype is not None:
@@ -134,7 +140,9 @@ def sequence(
             scanned projection, which XLA:CPU runs several times slower, so forward loses
             30–50%; benchmarks/results/README.md).
         unroll: `lax.scan` unroll factor (forward and backward loops).
-        dtype: matmul operand dtype (None: the parameters' dtype).
+        dtype: matmul operand dtype (None: the operands as they are, promoted together, e.g.
+            bfloat16 parameters with the float32 carry multiply in float32); the carry and the
+            gate arithmetic are float32 either way.
         backward: "fused" (default), the hand-written VJP of `_fused_sequence`: a reverse scan
             that carries only dh, with every weight gradient one (T·B)-row matmul after the
             loop; or "autodiff", JAX's transpose of the forward scan (kept for tests and
@@ -250,13 +258,17 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
     else:  # The candidate's recurrent matmul sees r ⊙ h.
         n_operand, d_n = r * h_in, dg_n
     d_kernel_h = jnp.concatenate(
-        [_sum_outer(h_in, dg_rz, dtype), _sum_outer(n_operand, d_n, dtype)], axis=-1
+        [
+            _sum_outer(h_in, dg_rz, dtype, params.kernel_h),
+            _sum_outer(n_operand, d_n, dtype, params.kernel_h),
+        ],
+        axis=-1,
     )
     d_bias_i = dgs.sum((0, 1))
     # The r and z biases see the same preactivation gradient on both sides.
     d_bias_h = jnp.concatenate([d_bias_i[: 2 * hidden], d_n.sum((0, 1))])
     d_params = GRUParams(
-        kernel_i=_sum_outer(xs, dgs, dtype).astype(params.kernel_i.dtype),
+        kernel_i=_sum_outer(xs, dgs, dtype, params.kernel_i).astype(params.kernel_i.dtype),
         bias_i=d_bias_i.astype(params.bias_i.dtype),
         kernel_h=d_kernel_h.astype(params.kernel_h.dtype),
         bias_h=d_bias_h.astype(params.bias_h.dtype),
@@ -299,14 +311,36 @@ def _matmul_t(a, w, dtype):
     )
 
 
-def _sum_outer(a, b, dtype):
-    """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G).
+def _sum_outer(a, b, dtype, like):
+    """Σ_{t,b} a[t,b]ᵀ b[t,b]: (T, B, K), (T, B, G) -> (K, G), the gradient of parameter
+    ``like``.
 
     Written as one 2-D (K, T·B)×(T·B, G) matmul: on its own, XLA:CPU ran the contraction over
     two axes up to 1.7x slower (B=512, H=100); inside this backward pass the two forms measured
-    the same (benchmarks/results/README.md)."""
+    the same (benchmarks/results/README.md). Under explicit sharding the rows may be split over
+    devices, which that reshape cannot express: the two-axis contraction then reduces over
+    them into the parameter's own sharding."""
+    if _explicit_spec(a) is not None or _explicit_spec(b) is not None:
+        spec = _explicit_spec(like)  # a parameter given outside the mesh: replicated
+        return jnp.einsum(
+            "tbk,tbg->kg",
+            _cast(a, dtype),
+            _cast(b, dtype),
+            preferred_element_type=jnp.float32,
+            out_sharding=jax.sharding.PartitionSpec() if spec is None else spec,
+        )
     a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     return matmul(a2.T, b2, dtype)
+
+
+def _explicit_spec(x):
+    """x's PartitionSpec when it is traced under a mesh with explicit axes, else None."""
+    sharding = jax.typeof(x).sharding
+    mesh = getattr(sharding, "mesh", None)
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    if mesh is None or explicit is None or explicit not in getattr(mesh, "axis_types", ()):
+        return None
+    return sharding.spec
 
 
 _fused_sequence.defvjp(_fused_sequence_fwd, _fused_sequence_bwd)

@@ -67,7 +67,7 @@ class GRU(nnx.Module):
 
     Returns:
       outputs (B, T, H) ((T, B, H) when time_major), the last layer's state after every step, in
-      the compute dtype; final_carry (L, B, H) in float32.
+      the compute ``dtype`` (float32 when it is None); final_carry (L, B, H) in float32.
 
     Constructor args:
       in_features, hidden_features, num_layers: E, H, L.
@@ -144,7 +144,7 @@ class GRU(nnx.Module):
         steps, batch = xs.shape[:2]
         resets = self._time_major_flags("resets", resets, steps, batch)
         mask = self._time_major_flags("mask", mask, steps, batch)
-        h0s = self._initial_carry(initial_carry, batch)
+        h0s = self._initial_carry(initial_carry, xs)
         if mask is not None:
             # Padding may hold anything; the backward pass multiplies it by zero, and 0·NaN is
             # NaN, so padded inputs are zeroed here, where every impl sees it.
@@ -154,36 +154,29 @@ class GRU(nnx.Module):
         for layer, cell in enumerate(self.cells):
             if layer > 0:
                 xs = self.dropout(xs, deterministic=deterministic)
-            hs, h_last = self._run(cell.params, xs, h0s[layer], resets, mask)
+            hs, h_last = self._run(cell, xs, h0s[layer], resets, mask)
             finals.append(h_last)
-            xs = hs.astype(self.dtype) if self.dtype is not None else hs
+            xs = hs.astype(cell.dtype) if cell.dtype is not None else hs
         outputs = xs if self.time_major else jnp.swapaxes(xs, 0, 1)
         return outputs, jnp.stack(finals)
 
-    def _run(self, params, xs, h0, resets, mask):
-        impl = self.impl
-        if impl == "reference":
-            return reference_sequence(
-                params, xs, h0, resets, mask, variant=self.variant, dtype=self.dtype
-            )
-        if impl == "pallas":
+    def _run(self, cell, xs, h0, resets, mask):
+        # The cell's own form and dtype: a cell swapped in (e.g. `FusedGRUCell.from_flax`) may
+        # differ from the ones the layer was built with.
+        params, variant, dtype = cell.params, cell.variant, cell.dtype
+        if self.impl == "reference":
+            return reference_sequence(params, xs, h0, resets, mask, variant=variant, dtype=dtype)
+        if self.impl == "pallas":
             from gru_jax.kernels import gru_sequence_pallas  # Imported lazily: optional path.
 
-            gi = F.input_projection(params, xs, self.dtype)
+            gi = F.input_projection(params, xs, dtype)
             return gru_sequence_pallas(
-                gi,
-                h0,
-                params.kernel_h,
-                params.bias_h,
-                resets,
-                mask,
-                variant=self.variant,
-                dtype=self.dtype,
+                gi, h0, params.kernel_h, params.bias_h, resets, mask, variant=variant, dtype=dtype
             )
         hoist = default_hoist() if self.hoist is None else self.hoist
         return _xla_sequence(
             params, xs, h0, resets, mask,
-            variant=self.variant, hoist=hoist, unroll=self.unroll, dtype=self.dtype,
+            variant=variant, hoist=hoist, unroll=self.unroll, dtype=dtype,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------ validation
@@ -200,6 +193,7 @@ class GRU(nnx.Module):
                 f"x has {x.shape[-1]} features in its last axis, the layer expects "
                 f"in_features={self.in_features}"
             )
+        F.check_real(x, "x")
 
     def _time_major_flags(self, name, flags, steps, batch):
         if flags is None:
@@ -215,10 +209,13 @@ class GRU(nnx.Module):
             raise TypeError(f"{name} must be a boolean array, got dtype {flags.dtype}")
         return flags if self.time_major else flags.T
 
-    def _initial_carry(self, carry, batch):
-        shape = (self.num_layers, batch, self.hidden_features)
+    def _initial_carry(self, carry, xs):
+        shape = (self.num_layers, xs.shape[1], self.hidden_features)
         if carry is None:
-            return jnp.zeros(shape, jnp.float32)
+            # Zeros made from x's rows, so they carry x's batch sharding (explicit sharding)
+            # and its device variance (inside shard_map), as the scan's output carry will.
+            rows = jnp.zeros_like(xs[0, :, :1], jnp.float32)
+            return jnp.broadcast_to(rows[None], shape)
         carry = jnp.asarray(carry)
         given = tuple(carry.shape)
         if carry.ndim == 2 and self.num_layers == 1:

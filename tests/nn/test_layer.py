@@ -351,3 +351,26 @@ def test_pallas_layer_matches_xla_layer_with_resets_and_mask(variant):
 
     np.testing.assert_allclose(got, want, **TOL)
     np.testing.assert_allclose(carry, want_carry, **TOL)
+
+
+def test_each_layer_runs_its_own_cells_form():
+    """A cell swapped in (here Flax's reset-after cell, converted) keeps its equations even in
+    a layer built reset-before: the output equals nnx.RNN over the Flax cell."""
+    flax_cell = nnx.GRUCell(3, 5, rngs=nnx.Rngs(4))
+    layer = GRU(3, 5, variant="reset_before", rngs=nnx.Rngs(0))
+    layer.cells[0] = FusedGRUCell.from_flax(flax_cell)
+    x = jax.random.normal(jax.random.key(5), (2, 6, 3))
+
+    want = nnx.RNN(flax_cell)(x)
+    for impl in ("xla", "reference"):
+        layer.impl = impl
+        np.testing.assert_allclose(layer(x)[0], want, **TOL)
+
+
+def test_complex_inputs_are_refused():
+    layer = GRU(3, 5, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 4, 3), jnp.complex64)
+    with pytest.raises(TypeError, match="x must be real"):
+        layer(x)
+    with pytest.raises(TypeError, match="inputs must be real"):
+        layer.cells[0](jnp.zeros((2, 5)), x[:, 0])

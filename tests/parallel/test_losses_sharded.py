@@ -11,7 +11,7 @@ B, N_SAMPLED = 8, 5
 HYPER = {
     "cross-entropy": {"logq": 1.0},
     "bpr-max": {"bpreg": 0.7, "elu_param": 0.5, "logq": 0.5},
-    "top1-max": {"elu_param": 0.0},
+    "top1-max": {"final_elu": 0.5},
 }
 
 
