@@ -153,12 +153,32 @@ def sequence(
         masked steps); h_last (B, H) the final carry. Both float32.
     """
     check_variant(variant)
+    check_real(xs, "xs")
+    check_real(h0, "h0")
     if backward == "autodiff":
         hs, h_last, _ = _forward_scan(params, xs, h0, resets, mask, variant, hoist, unroll, dtype)
         return hs, h_last
     if backward != "fused":
         raise ValueError(f"unknown backward {backward!r}; expected one of {BACKWARDS}")
+    params, h0 = _varying_like(xs, params, h0)
     return _fused_sequence(params, xs, h0, resets, mask, variant, hoist, unroll, dtype)
+
+
+def _varying_like(xs, *trees):
+    """Inside `jax.shard_map`, the weights (replicated) made varying over the mesh axes that
+    the rows of xs vary over, before the custom VJP: its backward returns per-shard weight
+    gradients, which must match its inputs' type; JAX then sums them over the shards outside
+    it. Unchanged outside shard_map."""
+    kind = getattr(jax.typeof(xs), "manual_axis_type", None)
+    varying = set(kind.varying) if kind is not None else set()
+    if not varying:
+        return trees
+
+    def cast(a):
+        missing = tuple(sorted(varying - set(jax.typeof(a).manual_axis_type.varying)))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return tuple(jax.tree.map(cast, tree) for tree in trees)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -217,6 +217,7 @@ class GRU(nnx.Module):
             rows = jnp.zeros_like(xs[0, :, :1], jnp.float32)
             return jnp.broadcast_to(rows[None], shape)
         carry = jnp.asarray(carry)
+        F.check_real(carry, "initial_carry")
         given = tuple(carry.shape)
         if carry.ndim == 2 and self.num_layers == 1:
             carry = carry[None]

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from gru_jax import GRU, FusedGRUCell
-from gru_jax.nn import initializers
+from gru_jax.nn import functional, initializers
 from gru_jax.nn.layer import _xla_sequence
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -374,3 +374,7 @@ def test_complex_inputs_are_refused():
         layer(x)
     with pytest.raises(TypeError, match="inputs must be real"):
         layer.cells[0](jnp.zeros((2, 5)), x[:, 0])
+    with pytest.raises(TypeError, match="initial_carry must be real"):
+        layer(x.real, initial_carry=jnp.zeros((2, 5), jnp.complex64))
+    with pytest.raises(TypeError, match="xs must be real"):
+        functional.sequence(layer.cells[0].params, jnp.swapaxes(x, 0, 1), jnp.zeros((2, 5)))

@@ -9,6 +9,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent(
     """
+    import functools
     import json
     import jax
     jax.config.update("jax_num_cpu_devices", 4)
@@ -50,6 +51,23 @@ SCRIPT = textwrap.dedent(
             mesh=auto, in_specs=(P(), P("data")), out_specs=P("data"),
         )
         out[variant + " shard_map"] = float(jnp.abs(jax.jit(mapped)(params, x) - want_y).max())
+
+        # Gradients inside shard_map: each shard's, summed over the shards by JAX (the
+        # weights are replicated), against the whole batch's
+        def local(p, x, impl):
+            return jax.grad(loss)(p, x, impl)
+        grads = {
+            impl: jax.jit(jax.shard_map(
+                functools.partial(local, impl=impl),
+                mesh=auto, in_specs=(P(), P("data")), out_specs=P(),
+            ))(params, x)
+            for impl in ("xla", "reference")
+        }
+        for impl, grad in grads.items():
+            out[f"{variant} shard_map grad {impl}"] = max(
+                float(jnp.abs(a - b).max())
+                for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(want_g), strict=True)
+            )
     print(json.dumps(out))
     """
 )
@@ -61,6 +79,6 @@ def test_xla_path_under_explicit_sharding_and_shard_map():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     errors = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(errors) == 4
+    assert len(errors) == 8
     for name, error in errors.items():
         assert error < 1e-5, (name, error)
