@@ -17,12 +17,14 @@ Evaluation of Recommender Systems" (Hidasi & Czapp, 2023).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 
 from common import run_script, update_table
 
 from gru_jax.config import Config
 from gru_jax.data import PreprocessConfig, load_dataset
+from gru_jax.data.preprocess import SEQUENCES_AS_GIVEN
 from gru_jax.train.loop import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +54,15 @@ def run(
     fmt, path, options, config_name = EXPERIMENTS[name]
     dataset = load_dataset(fmt, data_root / path, **options)
     config = Config.from_file(CONFIGS / f"{config_name}.toml").with_overrides(overrides)
-    description = {"format": fmt, "train": str(data_root / path), "config_file": config_name}
+    # What `gru-jax evaluate --run` needs to read the test set again (as the CLI records it).
+    description = {"format": fmt, "train": [str((data_root / path).absolute())], "test": None}
+    if fmt == "srgnn":
+        description["test_protocol"] = options["test_protocol"]
+    else:
+        description["reader_options"] = {}
+        recipe = options.get("config") or (SEQUENCES_AS_GIVEN if fmt == "sequences" else None)
+        description["recipe"] = dataclasses.asdict(recipe or PreprocessConfig())
+    description["config_file"] = config_name
     results = train(
         config, dataset, out_root / name, data_description=description, progress=progress
     )

@@ -58,7 +58,11 @@ def run_one(
         config,
         dataset,
         out_root / name,
-        data_description={"format": "srgnn", "train": str(data_root / folder)},
+        data_description={
+            "format": "srgnn",
+            "train": [str((data_root / folder).absolute())],
+            "test_protocol": protocols[0],
+        },
         progress=progress,
     )
     rows = []

@@ -213,13 +213,10 @@ TIME_FLAGS = ("session_gap", "test_days", "valid_days", "split_time")
 def _config(args: argparse.Namespace):
     """The PreprocessConfig of the recipe flags given, with each format's defaults elsewhere."""
     from gru_jax.data import PreprocessConfig
+    from gru_jax.data.preprocess import SEQUENCES_AS_GIVEN
 
-    published = args.format == "sequences"  # published sequences: no filtering unless asked
-    defaults = PreprocessConfig()
-    if published:
-        defaults = dataclasses.replace(
-            defaults, min_item_support=1, min_session_length=1, dedupe=False, split="leave_one_out"
-        )
+    # published sequences: no filtering unless asked
+    defaults = SEQUENCES_AS_GIVEN if args.format == "sequences" else PreprocessConfig()
     values = {
         name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
         for name in _recipe_flags()
@@ -676,8 +673,10 @@ def _load_test_log(args: argparse.Namespace, item_ids):
 
 def _run_test_set(args: argparse.Namespace):
     """The dataset whose test split the run was trained beside, made again from what its
-    config.json records (runs written before paths, reader options and recipe were recorded
-    name the flags to give instead)."""
+    config.json records. Where the training sessions are made again too, they must match the
+    run's fingerprint of them, so changed data (or an older recipe) is refused, not evaluated.
+    Runs that recorded too little (older ones, or trained through the Python API) name the
+    flags to give instead."""
     from gru_jax.data import (
         Dataset,
         PreprocessConfig,
@@ -685,55 +684,75 @@ def _run_test_set(args: argparse.Namespace):
         default_dataset,
         load_dataset,
     )
-    from gru_jax.train.loop import read_run_json
+    from gru_jax.train.loop import data_fingerprint
 
-    data = read_run_json(pathlib.Path(args.run))[1].get("data") or {}
+    data, fingerprint = _recorded_data(args.run)
     fmt = data.get("format")
     if fmt != "srgnn" and args.test_protocol is not None:
         raise UsageError(f"--test-protocol applies to srgnn splits, not {fmt or 'this run'}")
     _refuse_column_flags(args, None, "the run's own test set")
-    if fmt == "synthetic":  # nothing was saved to read back: made again from its seed
-        return default_dataset(seed=int(data.get("seed", 0)))
-    for key in ("data", "train", "test"):
-        for path in _as_list(data.get(key)):
+    give = "give --data DIR, or --format F and --test PATH"
+
+    def read(key: str) -> list[str]:
+        """The recorded paths under ``key``, which must still be there."""
+        paths = _as_list(data.get(key))
+        for path in paths:
             if not pathlib.Path(path).exists():
-                raise UsageError(
-                    f"the run was trained on {path}, which is not there; give --data DIR, "
-                    "or --format F and --test PATH"
-                )
-    if "data" in data:
+                raise UsageError(f"the run was trained on {path}, which is not there; {give}")
+        return paths
+
+    options, recipe = data.get("reader_options"), data.get("recipe")
+    if fmt == "synthetic":  # nothing was saved to read back: made again from its seed
+        source = f"the generated default (seed {data.get('seed', 0)})"
+        ds = default_dataset(seed=int(data.get("seed", 0)))
+    elif "data" in data:
+        source = ", ".join(read("data"))
         ds = Dataset.load(data["data"])
-        if ds.test is None:
-            raise UsageError(f"the run's dataset {data['data']} has no test split; give --data")
-        return ds
-    if fmt == "srgnn":
-        protocol = args.test_protocol or data.get("test_protocol", "pairs")
-        return load_dataset("srgnn", data["train"], test_protocol=protocol)
-    options = data.get("reader_options")
-    if fmt is None or options is None:  # an older run, or one trained through the Python API
-        raise UsageError(
-            f"{args.run} does not record how its test set was read; give --data DIR, or "
-            "--format F and --test PATH"
-        )
-    if data.get("test"):
-        ds = dataset_from_files(fmt, data["test"], **options)
-        ds.test = ds.train  # the file is the test set; its own index is mapped by the caller
-        return ds
-    recipe = dict(data["recipe"])
-    if recipe.get("event_types") is not None:
-        recipe["event_types"] = tuple(recipe["event_types"])
-    ds = load_dataset(fmt, data["train"], config=PreprocessConfig(**recipe), **options)
+    elif fmt == "srgnn":
+        protocol = args.test_protocol or data.get("test_protocol")
+        if protocol is None:
+            raise UsageError(
+                f"{args.run} does not record its srgnn test protocol; give --test-protocol "
+                "pairs or sessions"
+            )
+        source = ", ".join(read("train"))
+        ds = load_dataset("srgnn", data["train"], test_protocol=protocol)
+    elif fmt is not None and options is not None and data.get("test"):
+        # A given test file is read alone: the training sessions are not made again.
+        source, fingerprint = ", ".join(read("test")), None
+        ds = _as_test_set(dataset_from_files(fmt, data["test"], **options))
+    elif fmt is not None and options is not None and recipe is not None:
+        source = ", ".join(read("train"))
+        ds = load_dataset(fmt, data["train"], config=PreprocessConfig(**recipe), **options)
+    else:
+        raise UsageError(f"{args.run} does not record how its test set was read; {give}")
     if ds.test is None:
-        raise UsageError(f"the run's recipe made no test split ({fmt} {data['train']})")
+        raise UsageError(f"the run's data ({source}) has no test split; {give}")
+    if fingerprint is not None and data_fingerprint(ds.train) != fingerprint:
+        raise UsageError(
+            f"the training sessions made again from {source} differ from those {args.run} "
+            f"was trained on (the data or the recipe changed since); {give}"
+        )
     return ds
+
+
+def _as_test_set(ds):
+    ds.test = ds.train  # the file is the test set; its own index is mapped by the caller
+    return ds
+
+
+def _recorded_data(run: str) -> tuple[dict, str | None]:
+    """A run's recorded data description and training-log fingerprint (config.json)."""
+    from gru_jax.train.loop import read_run_json
+
+    saved = read_run_json(pathlib.Path(run))[1]
+    return saved.get("data") or {}, saved.get("train_fingerprint")
 
 
 def _recorded_inputs(run: str) -> list[str]:
     """The data files and folders a run's config.json records (none if it cannot be read)."""
-    from gru_jax.train.loop import read_run_json
-
     try:
-        data = read_run_json(pathlib.Path(run))[1].get("data") or {}
+        data = _recorded_data(run)[0]
     except (OSError, ValueError):  # reported by load_run, with its own message
         return []
     return [p for key in ("data", "train", "test") for p in _as_list(data.get(key))]
@@ -758,8 +777,10 @@ def _check_metrics_file(out: pathlib.Path, inputs: Sequence[str], overwrite: boo
         raise UsageError(f"--out {out} is inside the run {run}; give a file outside its files")
     if (folder / "dataset.json").is_file() and out.name in DATASET_FILES:
         raise UsageError(f"--out {out} is a file of the dataset in {folder}; give another name")
-    if out.resolve() in {pathlib.Path(p).resolve() for p in inputs}:
-        raise UsageError(f"--out {out} is an input of this evaluation")
+    target = out.resolve()
+    for given in map(pathlib.Path, inputs):
+        if target == given.resolve() or (given.is_dir() and target.is_relative_to(given.resolve())):
+            raise UsageError(f"--out {out} is an input of this evaluation, or inside one")
     if out.exists() and not overwrite:
         raise UsageError(f"--out {out} exists; give another file name, or --overwrite")
 

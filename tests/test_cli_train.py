@@ -181,7 +181,7 @@ def test_evaluate_without_data_flags_repeats_the_recipes_split(tmp_path):
     assert got["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
 
 
-def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path):
+def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     train = [rng.integers(1, 40, size=rng.integers(2, 7)).tolist() for _ in range(300)]
     prefixes = [rng.integers(1, 40, size=rng.integers(1, 5)).tolist() for _ in range(60)]
@@ -195,6 +195,11 @@ def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path):
             "--no-progress", *TINY]  # fmt: skip
     assert cli.main(argv) == 0
     trained = json.loads((run / "results.json").read_text())
+
+    # Nothing inside the split's folder is replaced, even with --overwrite
+    before = (split / "test.txt").read_bytes()
+    argv = ["evaluate", "--run", str(run), "--out", str(split / "test.txt"), "--overwrite"]
+    assert cli.main(argv) == 2 and (split / "test.txt").read_bytes() == before
 
     for protocol in ("pairs", "sessions"):
         flags = ["--test-protocol", protocol] if protocol == "sessions" else []
@@ -210,6 +215,20 @@ def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path):
     assert pairs["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
     sessions = json.loads((tmp_path / "sessions-run.json").read_text())
     assert sessions["n_test_events"] > pairs["n_test_events"]
+
+    # A run that recorded no protocol (trained through the Python API) is not guessed at
+    saved = json.loads((run / "config.json").read_text())
+    del saved["data"]["test_protocol"]
+    (run / "config.json").write_text(json.dumps(saved))
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    assert "does not record its srgnn test protocol" in capsys.readouterr().err
+
+    # Training sessions that differ from the run's (the split's file changed since)
+    saved["data"]["test_protocol"] = "pairs"
+    (run / "config.json").write_text(json.dumps(saved))
+    (split / "all_train_seq.txt").write_bytes(pickle.dumps(train[:-1]))
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    assert "differ from those" in capsys.readouterr().err
 
 
 def test_recommend_matches_a_brute_force_ranking(trained_run, capsys):

@@ -95,7 +95,7 @@ def test_without_sampled_negatives_the_epoch_ends_when_one_row_is_left():
         ([2, 6], [3, 7], [0, 1], [1, 1]),
         ([10, 7], [11, 8], [1, 0], [1, 1]),
     ]
-    assert it.num_steps == 3
+    assert it.num_steps == 3 and it.num_targets == 6  # of the 7 pairs, 6 played
     with pytest.raises(ValueError, match="min_rows"):
         SessionParallelIterator(log, 2, min_rows=3)
 
@@ -112,6 +112,7 @@ def test_min_rows_matches_the_plain_loop_on_random_logs(batch_size, steps):
 
     n = len(want.inputs)
     assert it.num_steps == n <= len(_reference(log, batch_size, order).inputs)
+    assert it.num_targets == int(want.mask.sum())
     assert not got.mask[n:].any()  # padding of the last dispatch only
     for name, g, w in zip(Batch._fields, got, want, strict=True):
         np.testing.assert_array_equal(g[:n], w, err_msg=name)

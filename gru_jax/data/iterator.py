@@ -48,6 +48,7 @@ class Batch(NamedTuple):
 class _Plan(NamedTuple):
     grid: Batch  # arrays (T_pad, B_local), read-only
     num_steps: int  # global number of steps (before padding)
+    num_pairs: int  # (input, target) pairs played over all shards
 
 
 ORDERS = ("time", "shuffle", "longest")
@@ -174,6 +175,7 @@ class SessionParallelIterator:
             num_steps = int(short[0]) if len(short) else num_steps
         n_disp = num_steps // self.steps if self.drop_last else -(-num_steps // self.steps)
         t_pad = n_disp * self.steps
+        played = int(np.minimum(steps, np.maximum(min(t_pad, num_steps) - start, 0)).sum())
 
         # This shard's sessions, then one entry per (input, target) pair they contain.
         lo = self.shard_index * b_local
@@ -216,7 +218,7 @@ class SessionParallelIterator:
         grid = Batch(*(a.reshape(t_pad, b_local) for a in grid))
         for a in grid:
             a.flags.writeable = False
-        return _Plan(grid, num_steps)
+        return _Plan(grid, num_steps, played)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -235,9 +237,9 @@ class SessionParallelIterator:
 
     @property
     def num_targets(self) -> int:
-        """(input, target) pairs per epoch over all shards: events minus sessions (length >= 2)."""
-        lengths = self.log.lengths
-        return int((lengths[lengths >= 2] - 1).sum())
+        """(input, target) pairs played per epoch over all shards (epoch 0, or the last one
+        built): events minus sessions (length >= 2), less those cut by drop_last or min_rows."""
+        return self._plan(self._cache[0] if self._cache else 0).num_pairs
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Yields the batches of ``epoch``, skipping the first ``start`` dispatches (to resume).

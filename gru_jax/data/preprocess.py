@@ -554,9 +554,7 @@ def dataset_from_files(
     The item index is built from the training events; a test item unseen in training gets
     index -1 and is dropped at evaluation time, as the original's inner join does.
     """
-    config = PreprocessConfig(
-        event_types=None, min_item_support=1, min_session_length=1, dedupe=False
-    )
+    config = PreprocessConfig(**AS_GIVEN)
     logs = {"train": read_events(format, train, **reader_options)}
     if test is not None:
         logs["test"] = read_events(format, test, **reader_options)
@@ -596,9 +594,10 @@ def dataset_from_files(
     return dataset
 
 
-_GIVEN_SEQUENCES_CONFIG = PreprocessConfig(
-    event_types=None, min_item_support=1, min_session_length=1, dedupe=False, split="leave_one_out"
-)
+# The recipe's settings that keep every event, for files used as given.
+AS_GIVEN = {"event_types": None, "min_item_support": 1, "min_session_length": 1, "dedupe": False}
+# Published per-user sequences (already 5-core filtered): kept as given, split leave-one-out.
+SEQUENCES_AS_GIVEN = PreprocessConfig(**AS_GIVEN, split="leave_one_out")
 
 
 def load_dataset(
@@ -626,7 +625,7 @@ def load_dataset(
         return dataset
     events = read_events(format, paths, **reader_options)
     if format == "sequences":
-        config = config or _GIVEN_SEQUENCES_CONFIG
+        config = config or SEQUENCES_AS_GIVEN
         if config.split != "leave_one_out":
             raise ValueError("sequences have no timestamps; use split='leave_one_out'")
     dataset = preprocess(events, config)

@@ -55,6 +55,21 @@ class Checkpoints:
         number = self.latest() if number is None else number
         if number is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        # Another model's checkpoint is told apart before any array is read (a failed read
+        # leaves orbax's reads unfinished): by its metadata's leaf paths and shapes.
+        saved, wanted = self._saved_layout(number), _layout(like)
+        if saved is not None and saved != wanted:
+            differ = sorted(set(saved.items()) ^ set(wanted.items()))
+            shown = [
+                f"{path} {list(shape)} ({'saved' if saved.get(path) == shape else 'expected'})"
+                for path, shape in differ[:4]
+            ]
+            more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+            raise CheckpointError(
+                f"checkpoint {number} in {self.directory} holds another model's state: "
+                f"{', '.join(shown)}{more}. It was written by another model config or another "
+                "version of gru_jax; train into a new folder (or use that version to read it)"
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self._manager.restore(
@@ -67,16 +82,6 @@ class Checkpoints:
             reason = _first_sentence(e)
         else:
             return restored.state, restored.meta
-        saved, wanted = self._saved_paths(number), _paths(like)
-        if saved is not None and saved != wanted:  # readable, but of another model
-            differ = sorted(saved ^ wanted)
-            raise CheckpointError(
-                f"checkpoint {number} in {self.directory} holds another model's state: "
-                f"{', '.join(p + (' (saved)' if p in saved else ' (expected)') for p in differ[:4])}"
-                f"{f' and {len(differ) - 4} more' if len(differ) > 4 else ''}. It was written "
-                "by another model config or another version of gru_jax; train into a new "
-                "folder (or use that version to read it)"
-            )
         raise CheckpointError(
             f"checkpoint {number} in {self.directory} cannot be read ({reason}); delete "
             f"{self.directory / str(number)} to go back to an earlier checkpoint, if any"
@@ -85,20 +90,20 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.close()
 
-    def _saved_paths(self, number: int) -> set[str] | None:
-        """The tree paths of a saved state, from its metadata (None if that is unreadable)."""
+    def _saved_layout(self, number: int) -> dict[str, tuple] | None:
+        """Path -> shape of a saved state's leaves, from its metadata (None if unreadable)."""
         try:
-            return _paths(self._manager.item_metadata(number)["state"])
+            return _layout(self._manager.item_metadata(number)["state"])
         except Exception:  # noqa: BLE001 - a damaged checkpoint: the caller's message says so
             return None
 
 
-def _paths(tree: Any) -> set[str]:
-    """Leaf paths as "params/cells/0/bias_h": the same for the saved metadata's dicts and for
-    the live state's dataclasses, tuples and NNX containers."""
+def _layout(tree: Any) -> dict[str, tuple]:
+    """Leaf path ("params/cells/0/bias_h", the same for the saved metadata's dicts and for the
+    live state's dataclasses, tuples and NNX containers) -> the leaf's shape."""
     return {
-        "/".join(_key_name(k) for k in path)
-        for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+        "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
     }
 
 

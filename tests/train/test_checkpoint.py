@@ -29,6 +29,19 @@ def test_a_checkpoint_of_another_model_names_the_parameters_that_differ(tmp_path
         checkpoints.restore({"params": {"cells": [{"bias_i": jnp.zeros(6)}]}})
 
     message = str(error.value)
-    assert "another model" in message and "params/cells/0/bias_h (saved)" in message
+    assert "another model" in message and "params/cells/0/bias_h [6] (saved)" in message
     assert "delete" not in message  # the checkpoint is sound: deleting it would not help
+    checkpoints.close()
+
+
+def test_a_checkpoint_of_other_sizes_names_the_shapes_that_differ(tmp_path):
+    checkpoints = Checkpoints(tmp_path / "c")
+    checkpoints.save(1, {"params": {"kernel": jnp.zeros((4, 24)), "bias": jnp.zeros(24)}}, {})
+
+    with pytest.raises(CheckpointError) as error:
+        checkpoints.restore({"params": {"kernel": jnp.zeros((4, 48)), "bias": jnp.zeros(24)}})
+
+    message = str(error.value)
+    assert "params/kernel [4, 24] (saved)" in message
+    assert "params/kernel [4, 48] (expected)" in message and "bias" not in message
     checkpoints.close()
