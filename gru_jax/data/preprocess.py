@@ -5,7 +5,8 @@ Follows ``hidasib/gru4rec_third_party_comparison:*_preproc.py`` (summarised in
 
 1. keep the chosen event types (views/clicks by default; only when the table has a ``type``);
 2. where there is no session id, cut each user's events into sessions at idle gaps (1 hour);
-3. sort by (session, time), ties kept in file order;
+3. sort by (session, time), ties kept in file order (the authors' Diginetica script breaks them
+   by item id, which matters only for events of one session at the same time);
 4. remove consecutive repeats of an item within a session (``dedupe``; the authors' scripts do,
    the older RSC15 script does not);
 5. until nothing changes: drop items with fewer than 5 events, then sessions with fewer than 2;
