@@ -181,6 +181,30 @@ def test_evaluate_without_data_flags_repeats_the_recipes_split(tmp_path):
     assert got["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
 
 
+def test_evaluate_without_data_flags_reads_a_preprocessed_dataset(tmp_path, capsys):
+    events = generate_sessions(n_sessions=400, n_items=50, n_topics=4, seed=6)
+    raw = tmp_path / "raw.tsv"
+    events.write_csv(raw, separator="\t")
+    prep, run = tmp_path / "prep", tmp_path / "run"
+    assert cli.main(["preprocess", "--format", "gru4rec", "--input", str(raw), "--out", str(prep),
+                     "--event-types", "all", "--min-item-support", "2", "--test-days", "2"]) == 0  # fmt: skip
+    assert cli.main(["train", "--data", str(prep), "--out", str(run), "--no-progress", *TINY]) == 0
+    trained = json.loads((run / "results.json").read_text())
+
+    assert cli.main(["evaluate", "--run", str(run), "--out", str(tmp_path / "e.json")]) == 0
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["n_test_events"] == trained["n_test_events"] > 0
+    assert got["recall@20"] == pytest.approx(trained["recall@20"], abs=1e-6)
+
+    # The dataset written again from other sessions is not the run's
+    capsys.readouterr()
+    assert cli.main(["preprocess", "--format", "gru4rec", "--input", str(raw), "--out", str(prep),
+                     "--event-types", "all", "--min-item-support", "2", "--test-days", "3",
+                     "--overwrite"]) == 0  # fmt: skip
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    assert "differ from those" in capsys.readouterr().err
+
+
 def test_evaluate_without_data_flags_reads_an_srgnn_runs_folder(tmp_path, capsys):
     rng = np.random.default_rng(0)
     train = [rng.integers(1, 40, size=rng.integers(2, 7)).tolist() for _ in range(300)]
