@@ -40,7 +40,11 @@ class Config:
     learning_rate: float = _field(0.05, "learning rate")
     momentum: float = _field(0.0, "momentum of Adagrad (velocity v <- mu*v - lr*g/sqrt(A+eps))")
     sample_alpha: float = _field(0.5, "negatives drawn with probability ~ support^alpha")
-    n_sample: int = _field(2048, "extra negatives shared by the whole step (0: in-batch only)")
+    n_sample: int = _field(
+        2048,
+        "extra negatives shared by the whole step (0: in-batch only, and an epoch ends once "
+        "fewer than 2 sessions play, as the original)",
+    )
     embedding: int = _field(0, "size of a separate input embedding (0: none)")
     constrained_embedding: bool = _field(True, "share the output item matrix as input embedding")
     n_epochs: int = _field(10, "passes over the training sessions")
