@@ -696,6 +696,8 @@ def _run_test_set(args: argparse.Namespace):
     def read(key: str) -> list[str]:
         """The recorded paths under ``key``, which must still be there."""
         paths = _as_list(data.get(key))
+        if not paths:
+            raise UsageError(f"{args.run} does not record how its test set was read; {give}")
         for path in paths:
             if not pathlib.Path(path).exists():
                 raise UsageError(f"the run was trained on {path}, which is not there; {give}")
@@ -742,11 +744,47 @@ def _as_test_set(ds):
 
 
 def _recorded_data(run: str) -> tuple[dict, str | None]:
-    """A run's recorded data description and training-log fingerprint (config.json)."""
+    """A run's recorded data description and training-log fingerprint (config.json), checked
+    to be what `train` writes (a hand-edited file, or one of a later version, fails here with
+    the key it cannot use, not deep in a reader)."""
+    from gru_jax.data import DataError, PreprocessConfig
     from gru_jax.train.loop import read_run_json
 
     saved = read_run_json(pathlib.Path(run))[1]
-    return saved.get("data") or {}, saved.get("train_fingerprint")
+    data = saved.get("data") or {}
+    where = pathlib.Path(run) / "config.json"
+    give = "give --data DIR, or --format F and --test PATH"
+
+    def bad(key: str, why: str) -> DataError:
+        return DataError(f"{where}: data.{key} {why}; {give}")
+
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: 'data' is not an object")
+    fmt = data.get("format")
+    if fmt is not None and fmt not in (*READ_FORMATS, "synthetic"):
+        raise bad("format", f"is {fmt!r}, not one of {', '.join(READ_FORMATS)} or synthetic")
+    for key in ("data", "train", "test"):
+        value = data.get(key)
+        paths = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        if not (value is None or isinstance(value, str) or paths):
+            raise bad(key, f"is {value!r}, not a path or a list of paths")
+    if fmt == "synthetic" and not isinstance(data.get("seed", 0), int):
+        raise bad("seed", f"is {data['seed']!r}, not an integer")
+    protocol = data.get("test_protocol")
+    if protocol is not None and protocol not in TEST_PROTOCOLS:
+        raise bad("test_protocol", f"is {protocol!r}, not one of {', '.join(TEST_PROTOCOLS)}")
+    options = data.get("reader_options")
+    if options is not None:
+        known = {f.removesuffix("_col") for f, formats in COLUMN_FLAGS.items() if fmt in formats}
+        if not isinstance(options, dict) or not set(options) <= known:
+            raise bad("reader_options", f"{options!r} are not options of the {fmt} reader")
+    recipe = data.get("recipe")
+    if recipe is not None:
+        try:
+            PreprocessConfig(**recipe)
+        except (TypeError, ValueError) as e:
+            raise bad("recipe", f"is not a recipe of this version ({e})") from None
+    return data, saved.get("train_fingerprint")
 
 
 def _recorded_inputs(run: str) -> list[str]:

@@ -162,6 +162,32 @@ def test_evaluate_without_data_flags_names_what_is_missing(trained_run, split_fi
     assert "--test-protocol applies to srgnn splits" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(reader_options={"bogus": 1}), "data.reader_options"),
+        (lambda d: d.update(format="tsv"), "data.format is 'tsv'"),
+        (lambda d: d.update(test=5), "data.test is 5"),
+        (lambda d: d.update(test_protocol="all"), "data.test_protocol is 'all'"),
+        # a recipe of a later version (a step this one lacks), or an impossible one
+        (lambda d: d.update(test=None, recipe={"new_step": 1}), "data.recipe"),
+        (lambda d: d.update(test=None, recipe={"test_days": -1}), "test_days must be >= 0"),
+        (lambda d: d.update(test=None, recipe={}, train=None), "does not record how its test"),
+    ],
+)
+def test_evaluate_without_data_flags_on_a_damaged_data_record_says_so(edit, message, trained_run,
+                                                                      tmp_path, capsys):  # fmt: skip
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    edit(saved["data"])
+    (run / "config.json").write_text(json.dumps(saved))
+
+    assert cli.main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_evaluate_without_data_flags_repeats_the_recipes_split(tmp_path):
     events = generate_sessions(n_sessions=400, n_items=50, n_topics=4, seed=5)
     raw = tmp_path / "raw.tsv"
