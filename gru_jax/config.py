@@ -111,6 +111,13 @@ class Config:
                 "invalid config value(s): "
                 + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             )
+        if self.n_sample == 0 and self.batch_size < 2:
+            # The other rows are then the only negatives: one row would train on a zero loss
+            # (GRU4Rec's fit would end every epoch before its first step).
+            raise ValueError(
+                "n_sample=0 needs batch_size >= 2: without sampled negatives the other rows of "
+                f"the mini-batch are the only negatives (batch_size={self.batch_size})"
+            )
 
     # ------------------------------------------------------------------------------ building
 

@@ -72,6 +72,7 @@ def test_overrides_parse_to_the_field_types():
         (["dropout_p_hidden=1.0"], "dropout_p_hidden"),
         (["constrained_embedding=maybe"], "true/false"),
         (["tie_mode=optimistic"], "tie_mode"),
+        (["n_sample=0", "batch_size=1"], r"n_sample=0 needs batch_size >= 2.*batch_size=1"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
