@@ -299,7 +299,9 @@ def check_run_directory(
         raise TrainingError(
             f"{out} holds a run on other training data ({len(before_items)} items, now "
             f"{len(item_ids)}; sessions {'the same' if before_fingerprint == fingerprint else 'differ'}"
-            "); rerun on the same data to continue it, or give a new output directory"
+            "); rerun on the same data, read and preprocessed as that run did, to continue it "
+            "(a run made before consecutive repeats were removed by default needs --no-dedupe), "
+            "or give a new output directory"
         )
     changed = {
         key: (getattr(before, key), getattr(config, key))
