@@ -26,7 +26,14 @@ TOLERANCE = 1e-5  # float32, 20 steps of Adagrad
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    # The user's JAX and XLA settings are left out, but not the run's compilation cache
+    # (tests/conftest.py), which changes no result.
+    cache = ("JAX_COMPILATION_CACHE_", "JAX_PERSISTENT_CACHE_")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(cache) or not k.startswith(("JAX_", "XLA_"))
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
 
