@@ -60,9 +60,24 @@ def check_real(x: jax.Array, name: str) -> None:
 
 def matmul(a: jax.Array, b: jax.Array, dtype=None) -> jax.Array:
     """a @ b with operands in `dtype` (None: as given) and a float32 result."""
-    if dtype is not None:
-        a, b = a.astype(dtype), b.astype(dtype)
+    a, b = _operands(a, b, dtype=dtype)
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _operands(*arrays, dtype):
+    """The matmul operands rounded to `dtype` (None: as given).
+
+    On XLA:CPU a narrower dtype is widened back to float32 after the rounding: XLA:CPU runs a
+    bfloat16 dot with a float32 result about 1.5x slower than the float32 dot of the same
+    values (4.8 against 3.1 ms for (512, 256)x(256, 768)), and a product of two bfloat16
+    values is exact in float32, so the result is the same up to the order of summation.
+    """
+    if dtype is None:
+        return arrays
+    arrays = tuple(a.astype(dtype) for a in arrays)
+    if jnp.dtype(dtype).itemsize < 4 and jax.default_backend() == "cpu":
+        arrays = tuple(a.astype(jnp.float32) for a in arrays)
+    return arrays
 
 
 def input_projection(params: GRUParams, x: jax.Array, dtype=None) -> jax.Array:
@@ -246,7 +261,7 @@ def _fused_sequence_bwd(variant, hoist, unroll, dtype, residuals, cotangents):
     hidden = h0.shape[-1]
     # The carry entering step t, before its reset: h0, then the outputs of steps 0..T-2.
     h_prev = jnp.concatenate([h0.astype(jnp.float32)[None], hs[:-1]], axis=0)
-    w_h = params.kernel_h if dtype is None else params.kernel_h.astype(dtype)
+    (w_h,) = _operands(params.kernel_h, dtype=dtype)
     back = _back_step_reset_after if variant == "reset_after" else _back_step_reset_before
 
     def body(dh, inputs):
@@ -320,15 +335,11 @@ def _back_step_reset_before(dh, h, gates, w_h, hidden, dtype):
     return dh_prev, jnp.concatenate([d_rz, da_c], axis=-1)
 
 
-def _cast(a, dtype):
-    return a if dtype is None else a.astype(dtype)
-
-
 def _matmul_t(a, w, dtype):
-    """a wᵀ for a (B, K) and w (H, K), float32 result, without materialising wᵀ."""
-    return jax.lax.dot_general(
-        _cast(a, dtype), w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
-    )
+    """a wᵀ for a (B, K) and w (H, K) already in the operand dtype, float32 result, without
+    materialising wᵀ."""
+    (a,) = _operands(a, dtype=dtype)
+    return jax.lax.dot_general(a, w, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
 def _sum_outer(a, b, dtype, like):
@@ -344,8 +355,7 @@ def _sum_outer(a, b, dtype, like):
         spec = _explicit_spec(like)  # a parameter given outside the mesh: replicated
         return jnp.einsum(
             "tbk,tbg->kg",
-            _cast(a, dtype),
-            _cast(b, dtype),
+            *_operands(a, b, dtype=dtype),
             preferred_element_type=jnp.float32,
             out_sharding=jax.sharding.PartitionSpec() if spec is None else spec,
         )

@@ -127,6 +127,23 @@ def test_bfloat16_operands_close_to_autodiff(variant):
         assert float(jnp.abs(g - e).max()) <= 1.5 * float(jnp.abs(w - e).max()) + 1e-6
 
 
+def test_bfloat16_matmul_rounds_the_operands_and_sums_in_float32():
+    # Given float32 operands whose bfloat16 rounding changes the product
+    keys = jax.random.split(jax.random.key(7), 2)
+    a = jax.random.normal(keys[0], (16, 40))
+    b = jax.random.normal(keys[1], (40, 24))
+
+    # When they are multiplied with bfloat16 operands (on XLA:CPU: widened again after rounding)
+    got = np.asarray(F.matmul(a, b, jnp.bfloat16))
+
+    # Then the result is NumPy's float32 product of the rounded operands, in float32
+    rounded = [np.asarray(v).astype(jnp.bfloat16).astype(np.float32) for v in (a, b)]
+    want = rounded[0] @ rounded[1]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.abs(want - np.asarray(a) @ np.asarray(b)).max() > 1e-3  # the rounding shows
+
+
 def test_parameter_dtype_is_kept():
     params, xs, h0, _, _, w_hs, w_last = _problem(seed=4)
     params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
