@@ -30,6 +30,8 @@ EXIT_TRAINING_ERROR = 3
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 READ_FORMATS = ("gru4rec", "csv", "parquet", "diginetica", "otto", "srgnn", "sequences", "recbole")
 TEST_PROTOCOLS = ("pairs", "sessions")
+# What `evaluate --run` asks for when a run's recorded data cannot be read again.
+GIVE_DATA_FLAGS = "give --data DIR, or --format F and --test PATH"
 
 
 class UsageError(Exception):
@@ -677,13 +679,7 @@ def _run_test_set(args: argparse.Namespace):
     run's fingerprint of them, so changed data (or an older recipe) is refused, not evaluated.
     Runs that recorded too little (older ones, or trained through the Python API) name the
     flags to give instead."""
-    from gru_jax.data import (
-        Dataset,
-        PreprocessConfig,
-        dataset_from_files,
-        default_dataset,
-        load_dataset,
-    )
+    from gru_jax.data import Dataset, dataset_from_files, default_dataset, load_dataset
     from gru_jax.train.loop import data_fingerprint
 
     data, fingerprint = _recorded_data(args.run)
@@ -691,16 +687,19 @@ def _run_test_set(args: argparse.Namespace):
     if fmt != "srgnn" and args.test_protocol is not None:
         raise UsageError(f"--test-protocol applies to srgnn splits, not {fmt or 'this run'}")
     _refuse_column_flags(args, None, "the run's own test set")
-    give = "give --data DIR, or --format F and --test PATH"
+
+    unrecorded = f"{args.run} does not record how its test set was read; {GIVE_DATA_FLAGS}"
 
     def read(key: str) -> list[str]:
         """The recorded paths under ``key``, which must still be there."""
         paths = _as_list(data.get(key))
         if not paths:
-            raise UsageError(f"{args.run} does not record how its test set was read; {give}")
+            raise UsageError(unrecorded)
         for path in paths:
             if not pathlib.Path(path).exists():
-                raise UsageError(f"the run was trained on {path}, which is not there; {give}")
+                raise UsageError(
+                    f"the run was trained on {path}, which is not there; {GIVE_DATA_FLAGS}"
+                )
         return paths
 
     options, recipe = data.get("reader_options"), data.get("recipe")
@@ -725,15 +724,15 @@ def _run_test_set(args: argparse.Namespace):
         ds = _as_test_set(dataset_from_files(fmt, data["test"], **options))
     elif fmt is not None and options is not None and recipe is not None:
         source = ", ".join(read("train"))
-        ds = load_dataset(fmt, data["train"], config=PreprocessConfig(**recipe), **options)
+        ds = load_dataset(fmt, data["train"], config=recipe, **options)
     else:
-        raise UsageError(f"{args.run} does not record how its test set was read; {give}")
+        raise UsageError(unrecorded)
     if ds.test is None:
-        raise UsageError(f"the run's data ({source}) has no test split; {give}")
+        raise UsageError(f"the run's data ({source}) has no test split; {GIVE_DATA_FLAGS}")
     if fingerprint is not None and data_fingerprint(ds.train) != fingerprint:
         raise UsageError(
             f"the training sessions made again from {source} differ from those {args.run} "
-            f"was trained on (the data or the recipe changed since); {give}"
+            f"was trained on (the data or the recipe changed since); {GIVE_DATA_FLAGS}"
         )
     return ds
 
@@ -746,17 +745,16 @@ def _as_test_set(ds):
 def _recorded_data(run: str) -> tuple[dict, str | None]:
     """A run's recorded data description and training-log fingerprint (config.json), checked
     to be what `train` writes (a hand-edited file, or one of a later version, fails here with
-    the key it cannot use, not deep in a reader)."""
+    the key it cannot use, not deep in a reader). Its recipe comes back as a PreprocessConfig."""
     from gru_jax.data import DataError, PreprocessConfig
     from gru_jax.train.loop import read_run_json
 
     saved = read_run_json(pathlib.Path(run))[1]
     data = saved.get("data") or {}
     where = pathlib.Path(run) / "config.json"
-    give = "give --data DIR, or --format F and --test PATH"
 
     def bad(key: str, why: str) -> DataError:
-        return DataError(f"{where}: data.{key} {why}; {give}")
+        return DataError(f"{where}: data.{key} {why}; {GIVE_DATA_FLAGS}")
 
     if not isinstance(data, dict):
         raise DataError(f"{where}: 'data' is not an object")
@@ -781,7 +779,7 @@ def _recorded_data(run: str) -> tuple[dict, str | None]:
     recipe = data.get("recipe")
     if recipe is not None:
         try:
-            PreprocessConfig(**recipe)
+            data = {**data, "recipe": PreprocessConfig(**recipe)}
         except (TypeError, ValueError) as e:
             raise bad("recipe", f"is not a recipe of this version ({e})") from None
     return data, saved.get("train_fingerprint")

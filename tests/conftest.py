@@ -23,29 +23,25 @@ SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # another process is still writing; the lock's holder scans the whole folder on every write, so
 # only programs that take 0.2 s or more to compile are kept (caching every small op made the
 # suite slower than none).
-XLA_CACHE_ENV = {
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-    "JAX_COMPILATION_CACHE_MAX_SIZE": str(2**31),
+XLA_CACHE = {
+    "jax_persistent_cache_min_compile_time_secs": 0.2,
+    "jax_persistent_cache_min_entry_size_bytes": -1,
+    "jax_compilation_cache_max_size": 2**31,
 }
 _OWN_CACHE = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
     # The first process of a run (pytest itself, or xdist's controller before it starts its
-    # workers) makes the folder; the workers and every subprocess inherit it through the
-    # environment. A cache folder the user set is used as it is, and kept.
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        folder = tempfile.mkdtemp(prefix="gru_jax-tests-xla-cache-")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
-        config.stash[_OWN_CACHE] = folder
-    for key, value in XLA_CACHE_ENV.items():
-        os.environ.setdefault(key, value)
-    # This process imported jax before the variables were set.
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    for key in XLA_CACHE_ENV:
-        value = os.environ[key]
-        jax.config.update(key.lower(), float(value) if key.endswith("_SECS") else int(value))
+    # workers) makes the folder; the workers and every subprocess read it, and the settings,
+    # from the environment when they import jax. A cache folder the user set is left as it is.
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="gru_jax-tests-xla-cache-")
+    config.stash[_OWN_CACHE] = folder
+    for name, value in {"jax_compilation_cache_dir": folder, **XLA_CACHE}.items():
+        os.environ[name.upper()] = str(value)
+        jax.config.update(name, value)  # this process imported jax before
 
 
 def pytest_unconfigure(config):

@@ -145,7 +145,7 @@ def setup(config: Config, dataset: Dataset) -> Setup:
         shard_index=par.data_shard,
         num_shards=par.num_data_shards,
         # Without sampled negatives a lone row has none: GRU4Rec ends the epoch there.
-        min_rows=2 if config.n_sample == 0 and config.batch_size >= 2 else 1,
+        min_rows=2 if config.n_sample == 0 else 1,  # Config keeps batch_size >= 2 then
     )
     supports = np.asarray(dataset.item_supports(), np.float32)
     sampler = NegativeSampler(
