@@ -43,7 +43,9 @@ try:
 except ImportError:
     print('torch not importable')
 "
-stage device_tests 180 "$python" -m pytest -q -p no:cacheprovider \
+# -W default: the device's newer JAX or Flax may warn where ours does not; a warning there should
+# be read in the log, not fail the numerical checks (pyproject.toml makes warnings errors).
+stage device_tests 180 "$python" -m pytest -q -p no:cacheprovider -W default \
     tests/test_kernel_pallas.py tests/nn
 stage device_cell 270 "$python" benchmarks/cell.py \
     --batch 128 512 --hidden 100 256 512 --steps 20 --dtypes float32 bfloat16 \

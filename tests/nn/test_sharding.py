@@ -12,6 +12,7 @@ SCRIPT = textwrap.dedent(
     import functools
     import json
     import jax
+    jax.config.update("jax_platforms", "cpu")  # the virtual devices, also beside a GPU
     jax.config.update("jax_num_cpu_devices", 4)
     jax.config.update("jax_default_matmul_precision", "highest")
     import jax.numpy as jnp
