@@ -347,6 +347,8 @@ def _compiler_params(st: _Static):
 
         return pltpu.CompilerParams(dimension_semantics=("parallel",))
     # pallas_call defaults to Mosaic GPU on NVIDIA, which has no plain dot; ask for Triton.
+    # TODO(gru_jax): JAX 0.11 deprecates the Triton backend; port to Mosaic GPU (warpgroup
+    # matmuls) once a GPU is at hand to check and time it.
     from jax.experimental.pallas import triton as pltriton
 
     # TODO(gru_jax): num_warps/num_stages unmeasured; tune on a GPU.
