@@ -259,3 +259,33 @@ def test_lowers_for_accelerators(variant, platform):
     # Then both kernels are in the module as Triton / Mosaic custom calls.
     target = "__gpu$xla.gpu.triton" if platform == "cuda" else "tpu_custom_call"
     assert exported.mlir_module().count(target) >= 2
+
+
+def test_second_derivatives_say_they_are_unsupported():
+    # Given the Pallas path's first derivative
+    params, xs, h0, resets, mask = _problem(3, 4, 5, 6)
+
+    def loss(kernel_h):
+        hs, _ = _pallas(params._replace(kernel_h=kernel_h), xs, h0, resets, mask, "reset_after")
+        return jnp.sum(hs**2)
+
+    grad = jax.grad(loss)
+    assert bool(jnp.all(jnp.isfinite(grad(params.kernel_h))))
+    # When it is differentiated again, in reverse or forward mode, Then the error says so
+    for second in (jax.grad(lambda k: jnp.sum(grad(k))), jax.jacfwd(grad)):
+        with pytest.raises(NotImplementedError, match="impl='xla' or impl='reference'"):
+            second(params.kernel_h)
+
+
+def test_explicitly_sharded_inputs_are_refused_by_name():
+    # The kernel indexes its refs by time step, which JAX refuses on explicitly sharded refs
+    # (also on a one-device mesh, which is what this process has).
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+    params, xs, h0, _, _ = _problem(3, 4, 5, 6)
+    gi = functional.input_projection(params, xs)
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        gi = jax.device_put(gi, NamedSharding(mesh, PartitionSpec(None, "data")))
+        with pytest.raises(ValueError, match=r"gi is sharded as .*use impl='xla'"):
+            gru_sequence_pallas(gi, h0, params.kernel_h, params.bias_h)

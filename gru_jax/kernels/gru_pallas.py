@@ -428,18 +428,43 @@ def _backward_call(st: _Static, gates, h_prev, kernel_h_t, d_hs, d_h_last, reset
     )(gates, h_prev, kernel_h_t, d_hs, d_h_last, *flag_args)
 
 
+def _first_order_only(call):
+    """`call(st, static, *arrays)` with a JVP rule that says what is unsupported.
+
+    The kernels have no derivative of their own, so a second derivative (grad of grad, jacfwd of
+    grad), which differentiates the custom VJP's forward and backward calls, stops here with a
+    message instead of failing deep inside Pallas.
+    """
+    wrapped = jax.custom_jvp(call, nondiff_argnums=(0, 1))
+
+    def no_jvp(st, static, primals, tangents):
+        raise NotImplementedError(
+            "impl='pallas' has first derivatives only (its kernels have no derivative of their "
+            "own); for second derivatives use impl='xla' or impl='reference'"
+        )
+
+    wrapped.defjvp(no_jvp)
+    return wrapped
+
+
+_forward_once = _first_order_only(
+    lambda st, save_gates, *arrays: _forward_call(st, *arrays, save_gates=save_gates)
+)
+_backward_once = _first_order_only(lambda st, _, *arrays: _backward_call(st, *arrays))
+
+
 # ----------------------------------------------------------------------------------------------
 # custom_vjp on padded arrays. resets/mask are float (T, Bp, 1) flags or None.
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _gru_padded(st: _Static, gi, h0, kernel_h, bias_h, resets, mask):
-    hs, h_last = _forward_call(st, gi, h0, kernel_h, bias_h, resets, mask, save_gates=False)
+    hs, h_last = _forward_once(st, False, gi, h0, kernel_h, bias_h, resets, mask)
     return hs, h_last
 
 
 def _gru_padded_fwd(st: _Static, gi, h0, kernel_h, bias_h, resets, mask):
-    hs, h_last, gates = _forward_call(st, gi, h0, kernel_h, bias_h, resets, mask, save_gates=True)
+    hs, h_last, gates = _forward_once(st, True, gi, h0, kernel_h, bias_h, resets, mask)
     return (hs, h_last), (gates, hs, h0, kernel_h, resets, mask)
 
 
@@ -452,7 +477,7 @@ def _gru_padded_bwd(st: _Static, residuals, cotangents):
     h_prev = jnp.concatenate([h0[None].astype(jnp.float32), hs[:-1]], axis=0)
     if resets is not None:
         h_prev = jnp.where(resets != 0.0, 0.0, h_prev)
-    d_gi, d_h0 = _backward_call(st, gates, h_prev, kernel_h.T, d_hs, d_h_last, resets, mask)
+    d_gi, d_h0 = _backward_once(st, None, gates, h_prev, kernel_h.T, d_hs, d_h_last, resets, mask)
 
     # Weight gradients after the loop: sum_t h_prev_tᵀ d_gh_t as matmuls over T·Bp rows.
     wgrad = functools.partial(jnp.einsum, "tbh,tbg->hg", preferred_element_type=jnp.float32)
@@ -500,6 +525,22 @@ def _check_args(gi, h0, kernel_h, bias_h, resets, mask) -> tuple[int, int, int]:
     if num_steps == 0:
         raise ValueError("gi has no time steps (T = 0)")
     return num_steps, batch, hidden
+
+
+def _check_not_explicitly_sharded(**arrays) -> None:
+    """Refuses arrays split over explicit mesh axes, which the kernel cannot index."""
+    for name, array in arrays.items():
+        spec = (
+            getattr(getattr(jax.typeof(array), "sharding", None), "spec", ())
+            if array is not None
+            else ()
+        )
+        if any(axis is not None for axis in spec):
+            raise ValueError(
+                f"impl='pallas' does not run on arrays split over explicit mesh axes ({name} is "
+                f"sharded as {spec}); use impl='xla', or call the layer inside jax.shard_map "
+                "(check_vma=False)"
+            )
 
 
 def _normalize_platform(platform: str | None) -> str:
@@ -550,6 +591,7 @@ def gru_sequence_pallas(
     """
     functional.check_variant(variant)
     num_steps, batch, hidden = _check_args(gi, h0, kernel_h, bias_h, resets, mask)
+    _check_not_explicitly_sharded(gi=gi, h0=h0, resets=resets, mask=mask)
     platform = _normalize_platform(platform)
     if interpret is None:
         interpret = platform == "cpu"

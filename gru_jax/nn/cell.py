@@ -33,7 +33,8 @@ class FusedGRUCell(nnx.Module):
         n  = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
         h' = (1 − z) ⊙ n + z ⊙ h
 
-    ``variant="reset_before"`` (Cho et al. 2014; GRU4Rec's original)::
+    ``variant="reset_before"`` (GRU4Rec's original, in the notation of Chung et al. 2014 and the
+    GRU4Rec paper)::
 
         z  = σ(W_z·[h, x] + b_z),  r = σ(W_r·[h, x] + b_r)
         h̃  = tanh(W_h·[r ⊙ h, x] + b_h)
@@ -42,7 +43,9 @@ class FusedGRUCell(nnx.Module):
     with W_h·[r ⊙ h, x] = (r ⊙ h) W_hn + x W_in and one bias per gate, ``bias_i`` = (b_r, b_z,
     b_h), as in the Theano original and the paper. (A second, recurrent bias would add outside
     every product here: the same model, with each bias learning at twice the rate.) Note the
-    mirrored z convention: here z weights the candidate.
+    mirrored z convention: here z weights the candidate. Cho et al. 2014, who introduced the
+    cell, write h' = z ⊙ h + (1 − z) ⊙ h̃: their z is 1 − z here, so weights ported from that
+    convention need W_z and b_z negated.
 
     Args:
       in_features: E.
@@ -76,6 +79,10 @@ class FusedGRUCell(nnx.Module):
             )
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+        for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+            # An integer dtype would round the weights to zero (and the outputs with them).
+            if value is not None and not jnp.issubdtype(value, jnp.floating):
+                raise TypeError(f"{name} must be a floating dtype, got {jnp.dtype(value)}")
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.variant = F.check_variant(variant)
@@ -128,11 +135,17 @@ class FusedGRUCell(nnx.Module):
             )
         F.check_real(inputs, "inputs")
         F.check_real(carry, "carry")
-        if carry.shape[:-1] != inputs.shape[:-1]:
+        # Leading (batch) axes broadcast, as in Flax's cells: e.g. a learned (H,) initial state
+        # shared by every row.
+        try:
+            lead = jnp.broadcast_shapes(carry.shape[:-1], inputs.shape[:-1])
+        except ValueError:
             raise ValueError(
-                f"carry {tuple(carry.shape)} and inputs {tuple(inputs.shape)} differ in their "
-                "leading (batch) axes"
-            )
+                f"carry {tuple(carry.shape)} and inputs {tuple(inputs.shape)} have leading "
+                "(batch) axes that do not broadcast"
+            ) from None
+        carry = jnp.broadcast_to(carry, (*lead, self.hidden_features))
+        inputs = jnp.broadcast_to(inputs, (*lead, self.in_features))
         new_h = F.step(self.params, carry.astype(jnp.float32), inputs, self.variant, self.dtype)
         floating = jnp.issubdtype(carry.dtype, jnp.floating)
         new_h = new_h.astype(carry.dtype if floating else jnp.float32)

@@ -14,7 +14,8 @@ reset_after (cuDNN, PyTorch, Flax):
     h' = (1 − z) ⊙ n + z ⊙ h
     One fused (B, H)×(H, 3H) matmul per step.
 
-reset_before (Cho et al. 2014, GRU4Rec's Theano original):
+reset_before (GRU4Rec's Theano original; the notation of Chung et al. 2014 and the GRU4Rec
+paper, in which Cho et al. 2014's z is 1 − z):
     z  = σ(W_z·[h, x] + b_z),  r = σ(W_r·[h, x] + b_r)
     h̃  = tanh(W_h·[r ⊙ h, x] + b_h)
     h' = (1 − z) ⊙ h + z ⊙ h̃        (z weights the candidate)

@@ -139,6 +139,7 @@ class GRU(nnx.Module):
         mask: jax.Array | None = None,
         deterministic: bool | None = None,
     ) -> tuple[jax.Array, jax.Array]:
+        x = jnp.asarray(x)  # as resets, mask and initial_carry are: a list or NumPy array works
         self._check_inputs(x)
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
         steps, batch = xs.shape[:2]

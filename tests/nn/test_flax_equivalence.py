@@ -140,6 +140,17 @@ def test_cell_step_drops_into_nnx_rnn():
     np.testing.assert_allclose(got, want, **TOL)
 
 
+def test_shared_initial_state_broadcasts_over_rows_as_in_flax():
+    # A learned (H,) initial state that every row starts from, as Flax's cells accept it.
+    flax_cell = nnx.GRUCell(4, 5, rngs=nnx.Rngs(0))
+    h0 = jnp.linspace(-0.5, 0.5, 5)
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+    want, _ = flax_cell(h0, x)
+    got, _ = FusedGRUCell.from_flax(flax_cell)(h0, x)
+    assert got.shape == want.shape == (8, 5)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
 def test_from_linen_rejects_other_dicts():
     with pytest.raises(ValueError, match="missing"):
         FusedGRUCell.from_linen({"params": {"ir": {}}})

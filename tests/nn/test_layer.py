@@ -263,13 +263,34 @@ def test_bad_constructor_arguments_say_what_is_wrong(kwargs, message):
         GRU(4, 6, rngs=nnx.Rngs(0), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"dtype": jnp.int8}, {"param_dtype": jnp.int32}])
+def test_integer_dtypes_are_refused(kwargs):
+    # An integer matmul or parameter dtype would round the weights to zero.
+    name = next(iter(kwargs))
+    with pytest.raises(TypeError, match=f"{name} must be a floating dtype"):
+        GRU(4, 6, rngs=nnx.Rngs(0), **kwargs)
+    with pytest.raises(TypeError, match=f"{name} must be a floating dtype"):
+        FusedGRUCell(4, 6, rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_inputs_given_as_nested_lists():
+    layer = GRU(2, 3, rngs=nnx.Rngs(0))
+    x = np.linspace(-1, 1, 12).reshape(2, 3, 2)
+    out, carry = layer(x.tolist(), resets=[[True, False, True], [False, True, False]])
+    want, want_carry = layer(
+        jnp.asarray(x, jnp.float32), resets=jnp.asarray([[1, 0, 1], [0, 1, 0]], bool)
+    )
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(carry, want_carry)
+
+
 def test_cell_rejects_wrong_feature_sizes():
     cell = FusedGRUCell(4, 6, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="expects 4"):
         cell(jnp.zeros((2, 6)), jnp.zeros((2, 5)))
     with pytest.raises(ValueError, match="expects 6"):
         cell(jnp.zeros((2, 5)), jnp.zeros((2, 4)))
-    with pytest.raises(ValueError, match=r"carry \(3, 6\) and inputs \(2, 4\) differ"):
+    with pytest.raises(ValueError, match=r"carry \(3, 6\) and inputs \(2, 4\) have leading"):
         cell(jnp.zeros((3, 6)), jnp.zeros((2, 4)))
     # An integer carry is a float32 state from the first step on, as in nnx.GRUCell.
     new, _ = cell(jnp.zeros((2, 6), jnp.int32), jnp.ones((2, 4)))
