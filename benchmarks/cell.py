@@ -45,7 +45,7 @@ import statistics
 import sys
 import time
 
-from arguments import at_least
+from arguments import at_least, file_suffix, folder
 
 # Fresh runs go under runs/ (ignored by git); the recorded tables in benchmarks/results/ are
 # replaced only by asking for it: --out benchmarks/results.
@@ -69,12 +69,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=at_least(1), default=7, help="timed rounds (median)")
     parser.add_argument("--min-time", type=at_least(1e-4, float), default=0.05, help="s per sample")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads", type=at_least(0), default=1,
         help="1: XLA:CPU and torch on one thread; N > 1: torch's threads only (XLA:CPU has no "
         "N-thread setting); 0: both libraries' defaults",
     )  # fmt: skip
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
-    parser.add_argument("--tag", default="", help="suffix of the output file names")
+    parser.add_argument("--out", type=folder, default=RESULTS, help=f"folder ({RESULTS})")
+    parser.add_argument(
+        "--tag", type=file_suffix, default="", help="suffix of the output file names"
+    )
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     grid = QUICK if args.quick else GRID
@@ -509,6 +511,8 @@ def main(argv=None) -> None:
         print(f"  {key:<34} " + "  ".join(parts))
     path = write_results(args, env, rows, complete=True)
     plotted = not args.no_plot and plot(rows, path.with_suffix(".png"), env["device_kind"])
+    if not plotted:  # a plot of an earlier run beside this JSON would mislead
+        path.with_suffix(".png").unlink(missing_ok=True)
     print(f"wrote {path}" + (" and .png" if plotted else ""))
     del jax
 

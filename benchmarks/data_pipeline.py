@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from arguments import at_least
+from arguments import at_least, file_in_folder, folder
 
 DEFAULT_CACHE = pathlib.Path(tempfile.gettempdir()) / "gru_jax_bench"
 # --out benchmarks/results/data_pipeline.md replaces the recorded one.
@@ -146,16 +146,17 @@ def report(stages, sizes: dict, n_events: int, args: argparse.Namespace, path: p
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=at_least(1), default=10_000_000)
+    # Fewer than a few thousand generated events leave nothing after the recipe's filters.
+    parser.add_argument("--events", type=at_least(10_000), default=10_000_000)
     parser.add_argument("--batch-size", type=at_least(1), default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=at_least(1), default=1, help="runs; the best per stage")
-    parser.add_argument("--cache-dir", type=pathlib.Path, default=DEFAULT_CACHE)
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"a .md file ({RESULTS})")
+    parser.add_argument("--cache-dir", type=folder, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--out", type=file_in_folder, default=RESULTS, help=f"a .md file ({RESULTS})"
+    )
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.out.is_dir():
-        parser.error(f"--out {args.out} is a folder; it names the markdown file to write")
 
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     path = args.cache_dir / f"synthetic_{args.events}_seed{args.seed}.tsv"

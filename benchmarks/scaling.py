@@ -36,7 +36,7 @@ import sys
 import time
 
 import numpy as np
-from arguments import at_least
+from arguments import at_least, folder
 
 RESULTS = (
     pathlib.Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
@@ -58,10 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-items", type=positive, default=20_000)
     parser.add_argument("--steps", type=positive, default=32, help="steps per dispatch T")
     parser.add_argument("--dispatches", type=positive, default=8, help="timed dispatches per round")
-    parser.add_argument("--warmup", type=counts, default=2, help="untimed dispatches (compile)")
+    # At least one: the warm-up losses are also the check that every mode trains the same.
+    parser.add_argument("--warmup", type=positive, default=2, help="untimed dispatches (compile)")
     parser.add_argument("--repeats", type=positive, default=3, help="rounds (median taken)")
     parser.add_argument("--quick", action="store_true", help="4 dispatches x 2 rounds")
-    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help=f"folder ({RESULTS})")
+    parser.add_argument("--out", type=folder, default=RESULTS, help=f"folder ({RESULTS})")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:

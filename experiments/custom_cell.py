@@ -20,6 +20,7 @@ import argparse
 
 import jax
 import jax.numpy as jnp
+from common import run_script
 from flax import nnx
 
 from gru_jax.config import preset
@@ -72,8 +73,11 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
 
-    dataset = load_dataset("srgnn", args.srgnn) if args.srgnn else default_dataset()
+    # Everything that can be wrong with the arguments fails here, before the first training.
     base = preset(args.preset).with_overrides(args.overrides)
+    for cell in args.cells:
+        CELLS.get(cell)  # e.g. a key=value written after --cells, which takes every word
+    dataset = load_dataset("srgnn", args.srgnn) if args.srgnn else default_dataset()
     rows = []
     for cell in args.cells:
         results = train(base.replace(cell=cell), dataset, progress=False).results
@@ -88,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

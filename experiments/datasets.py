@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import pathlib
 
-from common import run_script, update_table
+from common import nonempty_path, run_script, update_table
 
 from gru_jax.config import Config
 from gru_jax.data import PreprocessConfig, load_dataset
@@ -95,14 +95,14 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs/datasets")
+    parser.add_argument("--out", type=nonempty_path, default=ROOT / "runs/datasets")
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(EXPERIMENTS))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
 
-    names = args.only.split(",") if args.only else list(EXPERIMENTS)
-    unknown = sorted(set(names) - set(EXPERIMENTS))
+    names = list(EXPERIMENTS) if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = sorted(set(names) - set(EXPERIMENTS))  # --only '' names no experiment
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; known: {', '.join(EXPERIMENTS)}")
     rows = []

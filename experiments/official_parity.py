@@ -20,7 +20,7 @@ import argparse
 import pathlib
 import time
 
-from common import run_script, update_table
+from common import nonempty_path, run_script, update_table
 
 from gru_jax.config import preset
 from gru_jax.data import load_dataset
@@ -135,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=pathlib.Path, default=ROOT.parent / "shared/data")
     default_seed = preset("retailrocket").seed
-    parser.add_argument("--out", type=pathlib.Path, help="default: runs/official_parity[-seedN]")
+    parser.add_argument("--out", type=nonempty_path, help="default: runs/official_parity[-seedN]")
     parser.add_argument("--epochs", type=int, default=OFFICIAL_EPOCHS)
     parser.add_argument("--only", choices=tuple(RUNS), action="append")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -42,6 +42,13 @@ class ConfigError(ValueError):
     """A config file, preset or key=value override that does not make a valid `Config`."""
 
 
+def _path(text: str) -> str:
+    """An argparse type for a path argument: '' is refused (it would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return text
+
+
 # ---------------------------------------------------------------------------------------------
 # preprocess
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +76,7 @@ def _add_preprocess_parser(subparsers) -> None:
         metavar="PATH",
         help="input file(s)/folder",
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, type=_path, metavar="DIR", help="output directory")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a dataset already written in OUT"
     )
@@ -342,7 +349,9 @@ def _add_train_parser(subparsers) -> None:
     source.add_argument("--preset", help="a named config (see `gru-jax presets`)")
     source.add_argument("--config", metavar="FILE", help="a JSON or TOML file of config keys")
     _add_data_arguments(p, training=True)
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-TIME)")
+    p.add_argument(
+        "--out", type=_path, metavar="DIR", help="run directory (default: runs/NAME-TIME)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     add_parallel_arguments(p)
@@ -375,7 +384,10 @@ def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
         help="test file(s), used as given (unseen items are dropped at evaluation)",
     )
     g.add_argument(
-        "--data", metavar="DIR", help="a dataset written by `gru-jax preprocess` instead"
+        "--data",
+        type=_path,
+        metavar="DIR",
+        help="a dataset written by `gru-jax preprocess` instead",
     )
 
 
@@ -634,7 +646,9 @@ def _add_evaluate_parser(subparsers) -> None:
             "--format/--test give another."
         ),
     )
-    p.add_argument("--run", required=True, metavar="DIR", help="a run directory of `train`")
+    p.add_argument(
+        "--run", required=True, type=_path, metavar="DIR", help="a run directory of `train`"
+    )
     _add_data_arguments(p, training=False)
     p.add_argument(
         "--test-protocol",
@@ -642,7 +656,7 @@ def _add_evaluate_parser(subparsers) -> None:
         help="srgnn: evaluate the published pairs (default), or whole sessions",
     )
     p.add_argument("--tie-mode", choices=("conservative", "standard", "median"), default=None)
-    p.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--out", type=_path, metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_column_arguments(p)
     p.set_defaults(func=_run_evaluate)
@@ -868,7 +882,9 @@ def _add_recommend_parser(subparsers) -> None:
         help="top-k next items for a session prefix",
         description="Prints the k most likely next items, in raw item ids, after a session.",
     )
-    p.add_argument("--run", required=True, metavar="DIR", help="a run directory of `train`")
+    p.add_argument(
+        "--run", required=True, type=_path, metavar="DIR", help="a run directory of `train`"
+    )
     p.add_argument(
         "--session", required=True, help="the session so far: raw item ids, comma-separated"
     )

@@ -27,6 +27,8 @@ def load_cell_benchmark():
 
 def test_cell_benchmark_writes_a_row_per_implementation_and_mode(tmp_path, capsys):
     cell = load_cell_benchmark()
+    stale_plot = tmp_path / "cell_cpu.png"
+    stale_plot.write_bytes(b"a plot of an earlier run")
     impls = ["gru_jax", "gru_jax[autodiff]", "nnx", "linen", "matmuls"]
     cell.main(
         ["--batch", "4", "--hidden", "8", "--steps", "3", "--dtypes", "float32",
@@ -49,6 +51,7 @@ def test_cell_benchmark_writes_a_row_per_implementation_and_mode(tmp_path, capsy
     assert all(np.isclose(r["speed_vs_nnx"], 1.0) for r in nnx_rows)
     assert "gru_jax fwd+bwd float32" in payload["summary"]
     assert "vs linen" in capsys.readouterr().out
+    assert not stale_plot.exists()  # --no-plot: no earlier run's plot beside the new JSON
 
 
 def test_cell_benchmark_without_the_nnx_reference_plots_against_linen(tmp_path, capsys):
@@ -98,22 +101,29 @@ def test_matmul_floor_computes_the_layers_matmuls():
     np.testing.assert_allclose(d_x, rows_g @ w_i.T, rtol=1e-4, atol=1e-5)
 
 
-def test_train_throughput_benchmark_on_the_generated_dataset(tmp_path, capsys):
+def test_train_throughput_benchmark_on_the_generated_dataset(tmp_path, capsys, monkeypatch):
     bench = load_benchmark("train_throughput")
+    # An official figure for this data, to check the printed ratio is the fused cell's even when
+    # it is not the first cell.
+    monkeypatch.setitem(bench.OFFICIAL_CPU_EVENTS_PER_SECOND, "synthetic", 1000)
     bench.main(
         ["--synthetic", "--preset", "synthetic", "--warmup", "1", "--dispatches", "1",
-         "--repeats", "2", "--out", str(tmp_path), "steps_per_dispatch=4"]
+         "--repeats", "2", "--cells", "flax-gru", "fused", "--out", str(tmp_path),
+         "steps_per_dispatch=4"]
     )  # fmt: skip
     record = json.loads((tmp_path / "train_throughput_cpu_synthetic.json").read_text())
-    assert record["official_cpu_events_per_second"] is None  # no official figure for this data
-    assert [r["cell"] for r in record["rows"]] == ["fused", "flax-gru"]
+    assert record["official_cpu_events_per_second"] == 1000
+    assert [r["cell"] for r in record["rows"]] == ["flax-gru", "fused"]
+    fused = record["rows"][1]["train_events_per_second"]
     for row in record["rows"]:
         assert len(row["train_rounds_events_per_second"]) == 2
         assert row["train_events_per_second"] > 0 and row["eval_events_per_second"] > 0
         assert np.isclose(
             row["cell_share_of_step"], row["cell_ms_per_minibatch"] / row["train_ms_per_minibatch"]
         )
-    assert "| fused |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| fused |" in out
+    assert f"gru_jax fused: {fused / 1000:.2f}×" in out
 
 
 def test_train_throughput_rounds_go_on_past_an_epoch():
@@ -133,17 +143,52 @@ def test_train_throughput_rounds_go_on_past_an_epoch():
     assert clock.epoch >= 2 and clock.rates[0] > 0
 
 
-def test_benchmark_arguments_are_checked_before_any_work(capsys):
-    for name, argv in [
-        ("cell", ["--repeats", "0"]),
-        ("cell", ["--batch", "-3"]),
-        ("cell", ["--modes", "bwd"]),
-        ("cell", ["--dtypes", "fp32"]),
-        ("train_throughput", ["--dispatches", "0"]),
+def test_benchmark_arguments_are_checked_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("kept")
+    for name, argv, message in [
+        ("cell", ["--repeats", "0"], "must be >= 1, got 0"),
+        ("cell", ["--batch", "-3"], "must be >= 1, got -3"),
+        ("cell", ["--modes", "bwd"], "invalid choice: 'bwd'"),
+        ("cell", ["--dtypes", "fp32"], "invalid choice: 'fp32'"),
+        ("cell", ["--threads", "-1"], "must be >= 0, got -1"),
+        ("cell", ["--tag", "a/b"], "cannot hold a folder"),
+        ("cell", ["--out", str(a_file)], f"cannot use {a_file} as a folder"),
+        ("cell", ["--out", ""], "an empty path"),
+        ("train_throughput", ["--dispatches", "0"], "must be >= 1, got 0"),
+        ("train_throughput", ["--repeats", "x"], "invalid int value: 'x'"),
+        # the compile would be timed
+        ("train_throughput", ["--warmup", "0"], "must be >= 1, got 0"),
+        # a key=value after --cells, which takes every word, is not taken for a cell
+        ("train_throughput", ["--cells", "fused", "n_epochs=1"], "unknown cell 'n_epochs=1'"),
+        ("scaling", ["--warmup", "0"], "must be >= 1, got 0"),
+        ("scaling", ["--out", str(a_file / "sub")], "as a folder"),
     ]:
         with pytest.raises(SystemExit):
             load_benchmark(name).parse_args(argv)
-    assert "must be >= 1, got -3" in capsys.readouterr().err
+        assert message in capsys.readouterr().err, (name, argv)
+    pipeline = load_benchmark("data_pipeline")
+    for argv, message in [
+        (["--events", "1e6"], "invalid int value: '1e6'"),
+        (["--events", "100"], "must be >= 10000"),
+        (["--out", str(tmp_path)], "is not a file name"),
+        (["--out", str(a_file / "table.md")], "as a folder"),
+    ]:
+        with pytest.raises(SystemExit):
+            pipeline.main(argv)
+        assert message in capsys.readouterr().err, argv
+    assert a_file.read_text() == "kept"
+
+
+def test_train_throughput_bad_config_or_data_is_one_line(tmp_path, capsys):
+    bench = load_benchmark("train_throughput")
+    for argv, message in [
+        (["--synthetic", "--preset", "nope"], "unknown preset 'nope'"),
+        (["--synthetic", "n_epochs=abc"], "config key n_epochs takes an integer, got 'abc'"),
+        (["--data-root", str(tmp_path), "--dataset", "nope"], f"{tmp_path / 'nope'}"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            bench.load(bench.parse_args([*argv, "--out", str(tmp_path)]))
 
 
 def test_a_cut_short_cell_run_never_replaces_a_complete_file(tmp_path):

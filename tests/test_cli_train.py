@@ -699,3 +699,27 @@ def test_an_interrupted_command_exits_130_without_the_interpreters_shutdown(monk
     with pytest.raises(SystemExit) as done:
         cli.console()
     assert done.value.code == 0 and exits == [130]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", ""],  # used to fall back to runs/NAME-TIME
+        [
+            "preprocess",
+            "--format",
+            "otto",
+            "--input",
+            "x.jsonl",
+            "--out",
+            " ",
+        ],  # used to write to .
+        ["evaluate", "--run", ""],
+        ["recommend", "--run", "", "--session", "1"],
+    ],
+)
+def test_an_empty_path_is_refused_by_name(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "an empty path" in capsys.readouterr().err

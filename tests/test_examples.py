@@ -3,6 +3,7 @@
 import importlib.util
 import pathlib
 import re
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -30,14 +31,53 @@ def test_readme_python_example_runs_and_gives_the_documented_shapes():
         scope["outputs"][0, 14], (5, 128)))  # fmt: skip
 
 
+def load_experiment(name):
+    if str(ROOT / "experiments") not in sys.path:  # as `python experiments/NAME.py` has it
+        sys.path.insert(0, str(ROOT / "experiments"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def custom_cell_module():
-    spec = importlib.util.spec_from_file_location(
-        "custom_cell", ROOT / "experiments/custom_cell.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # registers "layernorm-gru" (once per test process)
-    return module
+    return load_experiment("custom_cell")  # registers "layernorm-gru" (once per test process)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # A key=value written after --cells (which takes every word) named an unknown cell after
+        # the first cell's whole training, which was lost.
+        (["--cells", "fused", "n_epochs=1"], "unknown cell 'n_epochs=1'"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["n_epochs=abc"], "config key n_epochs takes an integer, got 'abc'"),
+    ],
+)
+def test_custom_cell_experiment_refuses_bad_arguments_before_training(
+    custom_cell_module, monkeypatch, capsys, argv, message
+):
+    monkeypatch.setattr(sys, "argv", ["custom_cell.py", *argv])
+    trained = []
+    monkeypatch.setattr(custom_cell_module, "train", lambda *a, **k: trained.append(a))
+    with pytest.raises(SystemExit) as exit_:
+        custom_cell_module.run_script(custom_cell_module.main)
+    assert exit_.value.code == 2 and not trained
+    err = capsys.readouterr().err
+    assert err.startswith(f"custom_cell.py: error: {message}") and err.count("\n") == 1
+
+
+def test_experiments_refuse_an_empty_selection_or_output_folder(monkeypatch, capsys):
+    datasets = load_experiment("datasets")
+    for argv, message in [
+        (["--only", ""], "unknown experiment(s) ['']"),  # used to run all nine
+        (["--out", ""], "argument --out: an empty path"),  # used to write into the current folder
+    ]:
+        monkeypatch.setattr(sys, "argv", ["datasets.py", *argv])
+        with pytest.raises(SystemExit):
+            datasets.main()
+        assert message in capsys.readouterr().err
 
 
 def test_custom_cell_is_numpy_layernorm_gru(custom_cell_module):
