@@ -442,16 +442,32 @@ def _check_names(config) -> None:
             raise ConfigError(str(e)) from None
 
 
-def _check_devices(config) -> None:
-    """The B rows of a step must split evenly over the devices."""
-    import jax
+def _choose_parallel(config, args: argparse.Namespace, num_processes: int):
+    """Several devices (--cpu-devices N > 1) or processes mean using them: the config's
+    default mode "none" becomes "auto" unless --parallel or a parallel= override chose it."""
+    chosen = args.parallel is not None or any(
+        item.partition("=")[0].strip() == "parallel" for item in args.overrides
+    )
+    if config.parallel != "none" or not ((args.cpu_devices or 1) > 1 or num_processes > 1):
+        return config
+    if not chosen:
+        return config.replace(parallel="auto")
+    if num_processes > 1:
+        raise ConfigError(
+            f"{num_processes} processes train one model together: they need parallel pmap, "
+            "sharding or auto, not none"
+        )
+    return config
 
+
+def _check_batch_split(config, num_devices: int) -> None:
+    """The B rows of a step must split evenly over the devices."""
     from gru_jax.train.parallel import check_batch_split, resolve_mode
 
-    mode = resolve_mode(config.parallel)
+    mode = resolve_mode(config.parallel, num_devices)
     if mode != "none":
         try:
-            check_batch_split(config.batch_size, jax.device_count(), mode)
+            check_batch_split(config.batch_size, num_devices, mode)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
@@ -557,17 +573,23 @@ def _run_train(args: argparse.Namespace) -> int:
     _split_overrides(args)
     from gru_jax.train import parallel
 
-    try:
-        mode = parallel.setup_parallel(args)  # before anything touches a device
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if mode is None and args.cpu_devices and args.cpu_devices > 1:
-        mode = "auto"  # asking for several devices means using them
-    if mode is not None:
-        args.parallel = mode
     have_data = bool(args.train or args.data)
     config = _resolve_config(args, have_data=have_data)  # errors before the data is read
-    _check_devices(config)
+    try:
+        where = parallel.processes_from(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    config = _choose_parallel(config, args, where.num_processes or 1)
+    if args.cpu_devices:  # the split over the devices asked for, before JAX makes them
+        _check_batch_split(config, args.cpu_devices * (where.num_processes or 1))
+    try:  # before anything touches a device
+        parallel.initialize(cpu_devices=args.cpu_devices, **dataclasses.asdict(where))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    import jax
+
+    config = _choose_parallel(config, args, jax.process_count())  # e.g. --coordinator auto
+    _check_batch_split(config, jax.device_count())
     dataset, description = _load_training_data(args)
     name = args.preset or (pathlib.Path(args.config).stem if args.config else None)
     name = name or ("synthetic" if not have_data else "default")

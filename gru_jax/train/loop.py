@@ -42,8 +42,9 @@ from gru_jax.data.dataset import (
 from gru_jax.losses import make_loss
 from gru_jax.models import GRU4Rec
 from gru_jax.optim import check_keeps_rows, make_optimizer
-from gru_jax.train import parallel
+from gru_jax.train import parallel, processes
 from gru_jax.train.checkpoint import Checkpoints
+from gru_jax.train.errors import TrainingError
 from gru_jax.train.evaluate import check_evaluable, evaluate
 from gru_jax.train.functional import ModelSpec
 from gru_jax.train.step import TrainState, make_train_step
@@ -51,10 +52,6 @@ from gru_jax.train.step import TrainState, make_train_step
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
-
-
-class TrainingError(RuntimeError):
-    """Training stopped: a non-finite loss, or a checkpoint that does not fit the run."""
 
 
 def versions() -> dict[str, str]:
@@ -321,9 +318,8 @@ def _check_run_directory_everywhere(
 ) -> None:
     """`check_run_directory` on every process, and one decision for all of them.
 
-    Every process checks the folder before any process writes to it: the allgather is also a
-    barrier, so process 1 never sees a half-made run of process 0's. A refusal on any process
-    stops all of them (one stopping alone would leave the others waiting in a collective).
+    Every process checks the folder before any process writes to it: the gather is also a
+    barrier, so process 1 never sees a half-made run of process 0's.
     """
     error: Exception | None = None
     try:
@@ -331,15 +327,27 @@ def _check_run_directory_everywhere(
     except (TrainingError, DataError) as e:
         error = e
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        refused = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
-        if error is None and refused.any():
-            error = TrainingError(
-                f"process {int(np.argmax(refused))} refused the run directory {out}; see its error"
-            )
-    if error is not None:
+        processes.refuse_together(error, f"the run directory {out}")
+    elif error is not None:
         raise error
+
+
+def _run_facts(
+    config: Config, dataset: Dataset, item_ids: np.ndarray, out, evaluate_test: bool
+) -> dict[str, str]:
+    """What every process of a multi-host run must agree on (`processes.check_same_run`).
+
+    The run folder's path is not among them (hosts may mount one shared folder at different
+    paths); `processes.check_shared_folder` checks the folder itself.
+    """
+    facts = {f"config key {k}": json.dumps(v, default=str) for k, v in config.to_dict().items()}
+    items = hashlib.sha256(f"{item_ids.dtype}{item_ids.shape}".encode() + item_ids.tobytes())
+    facts["item ids"] = f"{len(item_ids)} items, sha256:{items.hexdigest()}"
+    facts["training sessions"] = data_fingerprint(dataset.train)
+    tested = evaluate_test and dataset.test is not None
+    facts["test sessions"] = data_fingerprint(dataset.test) if tested else "no evaluation"
+    facts["run directory"] = "given" if out is not None else "none"
+    return facts
 
 
 def _kept_checkpoint(checkpoints: Checkpoints | None) -> str:
@@ -404,6 +412,9 @@ def train(
         check_evaluable(dataset.test)  # before training, not after it
     item_ids = item_ids_for_saving(dataset.item_ids)
     fingerprint = None if out is None else data_fingerprint(dataset.train)
+    if jax.process_count() > 1:  # before the first collective that assumes one training
+        processes.check_uniform_devices()
+        processes.check_same_run(_run_facts(config, dataset, item_ids, out, evaluate_test))
     if out is not None:  # before anything of the earlier run is replaced
         _check_run_directory_everywhere(out, config, item_ids, fingerprint)
 
@@ -424,8 +435,16 @@ def train(
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds, resumed_totals = 0.0, (0.0, 0)
+    made = out is not None and is_writer and not out.exists()
     if out is not None and is_writer:
         out.mkdir(parents=True, exist_ok=True)
+    if out is not None and jax.process_count() > 1:  # before orbax's collective saves
+        try:
+            processes.check_shared_folder(out)
+        except TrainingError:
+            if made:  # leave no empty folder behind
+                out.rmdir()
+            raise
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     try:
         if checkpoints is not None and checkpoints.latest() is not None:

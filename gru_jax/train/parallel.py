@@ -56,6 +56,7 @@ from gru_jax.train.step import StepData, TrainState
 log = logging.getLogger(__name__)
 
 MODES = ("none", "pmap", "sharding", "auto")
+MAX_CPU_DEVICES = 4096  # virtual ones; 100,000 took minutes and gigabytes before failing
 DATA_AXIS = "data"
 
 # make_run(axis_name=...) -> run(state, data, supports) -> (state, losses (T,)): make_train_step
@@ -85,13 +86,18 @@ def initialize(
       num_processes, process_id: P and this process's index (with a HOST:PORT coordinator).
     """
     if cpu_devices is not None:
-        if cpu_devices < 1:
-            raise ValueError(f"cpu_devices must be >= 1, got {cpu_devices}")
+        if not 1 <= cpu_devices <= MAX_CPU_DEVICES:
+            raise ValueError(
+                f"cpu_devices must be from 1 to {MAX_CPU_DEVICES}, got {cpu_devices} (each "
+                "virtual device costs memory and start-up time)"
+            )
         try:
             jax.config.update("jax_platforms", "cpu")
             jax.config.update("jax_num_cpu_devices", int(cpu_devices))
         except RuntimeError as e:
-            raise RuntimeError(f"--cpu-devices must be set before JAX starts: {e}") from None
+            raise RuntimeError(
+                f"cpu_devices (--cpu-devices) must be set before JAX starts: {e}"
+            ) from None
     if coordinator is None:
         if num_processes not in (None, 1):
             raise ValueError("several processes need a coordinator address (HOST:PORT or auto)")
@@ -103,10 +109,23 @@ def initialize(
     # CPU collectives across processes go through gloo (no effect on GPU or TPU devices).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator == "auto":
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except ValueError as e:  # JAX's "coordinator_address should be defined."
+            raise ValueError(
+                "coordinator 'auto' found no cluster that JAX detects (Cloud TPU pod, SLURM, "
+                f"Open MPI); give HOST:PORT, the process count and this process's index ({e})"
+            ) from None
     else:
         if num_processes is None or process_id is None:
             raise ValueError("a HOST:PORT coordinator needs num_processes and process_id")
+        # jax.distributed waits (minutes) until every process has connected; say so.
+        log.info(
+            "process %d of %d: waiting for all processes at the coordinator %s",
+            process_id,
+            num_processes,
+            coordinator,
+        )
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
         )
@@ -131,11 +150,12 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--cpu-devices",
-        type=int,
+        type=_cpu_device_count,
         default=None,
         metavar="N",
-        help="run on N virtual CPU devices (forces the CPU platform; for trying the parallel "
-        "modes without accelerators)",
+        help=f"run on N virtual CPU devices, 1 to {MAX_CPU_DEVICES} (forces the CPU platform; "
+        "for trying the parallel modes without accelerators); N > 1 means parallel auto unless "
+        "--parallel or a parallel=... override says otherwise",
     )
     g.add_argument(
         "--coordinator",
@@ -160,28 +180,62 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cpu_device_count(text: str) -> int:
+    """An argparse type for --cpu-devices."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CPU_DEVICES:
+        raise argparse.ArgumentTypeError(
+            f"an integer from 1 to {MAX_CPU_DEVICES}, got {text!r} (each virtual device costs "
+            "memory and start-up time)"
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Processes:
+    """Where this process sits in a multi-process run, from flags or the environment."""
+
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+def processes_from(args: argparse.Namespace) -> Processes:
+    """The --coordinator/--num-processes/--process-id flags, or JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID where a flag is not given."""
+
+    def env_int(name: str) -> int | None:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+    return Processes(
+        coordinator=args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or None,
+        num_processes=(
+            args.num_processes if args.num_processes is not None else env_int("JAX_NUM_PROCESSES")
+        ),
+        process_id=args.process_id if args.process_id is not None else env_int("JAX_PROCESS_ID"),
+    )
+
+
 def setup_parallel(args: argparse.Namespace) -> str | None:
     """Runs `initialize` from the flags of `add_parallel_arguments` (or the environment).
 
     Returns the --parallel mode, None when the flag was not given (the config decides).
     """
-
-    def env_int(name: str) -> int | None:
-        value = os.environ.get(name)
-        return int(value) if value not in (None, "") else None
-
-    coordinator = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
-    num_processes = args.num_processes
-    if num_processes is None:
-        num_processes = env_int("JAX_NUM_PROCESSES")
-    process_id = args.process_id
-    if process_id is None:
-        process_id = env_int("JAX_PROCESS_ID")
+    where = processes_from(args)
     initialize(
         cpu_devices=args.cpu_devices,
-        coordinator=coordinator,
-        num_processes=num_processes,
-        process_id=process_id,
+        coordinator=where.coordinator,
+        num_processes=where.num_processes,
+        process_id=where.process_id,
     )
     return args.parallel
 

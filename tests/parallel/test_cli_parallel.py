@@ -1,9 +1,16 @@
-"""`gru-jax train` wires the device flags through to JAX (a subprocess: devices are fixed at
-start-up)."""
+"""How a user asks for devices and processes: `gru-jax train`'s flags and mode choice (in a
+subprocess where JAX must fix its devices at start-up) and the README's Python example."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
+
+import pytest
+
+from gru_jax import cli
+from gru_jax.config import Config
 
 from .test_parallel import ROOT, TIMEOUT_S, _env
 
@@ -22,3 +29,72 @@ def test_cli_trains_with_sharding_on_two_virtual_devices(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["parallel"]["mode"] == "sharding" and results["parallel"]["num_devices"] == 2
     assert results["versions"]["backend"] == "cpu" and 0 < results["recall@20"] <= 1
+
+
+@pytest.mark.parametrize(
+    "flag, overrides, cpu_devices, processes, want",
+    [
+        (None, [], None, 1, "none"),  # one device: nothing to split
+        (None, [], 4, 1, "auto"),  # asking for devices means using them
+        (None, [], None, 2, "auto"),  # and so does starting several processes
+        (None, ["parallel=pmap"], 4, 1, "pmap"),  # an override is not replaced by auto
+        (None, ["parallel=none"], 4, 1, "none"),  # not even an explicit none
+        ("sharding", [], 4, 2, "sharding"),
+    ],
+)
+def test_the_parallel_mode_asked_for_is_kept(flag, overrides, cpu_devices, processes, want):
+    args = argparse.Namespace(parallel=flag, overrides=overrides, cpu_devices=cpu_devices)
+    config = Config().with_overrides(overrides)
+    config = config.replace(parallel=flag) if flag else config
+
+    assert cli._choose_parallel(config, args, processes).parallel == want
+
+
+def test_several_processes_refuse_parallel_none():
+    args = argparse.Namespace(parallel=None, overrides=["parallel=none"], cpu_devices=None)
+    with pytest.raises(cli.ConfigError, match="2 processes train one model together"):
+        cli._choose_parallel(Config(), args, 2)
+
+
+def test_a_batch_that_does_not_split_is_refused_before_jax_makes_the_devices(tmp_path, capsys):
+    # Given a process where JAX has started: were the check after the devices were made,
+    # setting their count would fail instead (and 4,000 devices would take a while)
+    import jax
+
+    jax.devices()
+    argv = ["train", "--cpu-devices", "4000", "--out", str(tmp_path / "run"), "batch_size=32"]
+
+    assert cli.main(argv) == cli.EXIT_DATA_ERROR
+    assert "batch_size 32 does not split over the 4000 devices" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_coordinator_auto_without_a_cluster_says_so(tmp_path):
+    env = {k: v for k, v in _env().items() if not k.startswith(("SLURM_", "OMPI_", "TPU_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "gru_jax.cli", "train", "--coordinator", "auto",
+         "--out", str(tmp_path / "run")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+
+    assert done.returncode == cli.EXIT_DATA_ERROR, done.stderr[-2000:]
+    assert "coordinator 'auto' found no cluster that JAX detects" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_readme_parallel_example_trains_on_four_devices(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    code = next(
+        c for c in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "initialize(" in c
+    )
+    script = tmp_path / "example.py"
+    script.write_text(code)
+
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "runs/sharded/results.json").read_text())
+    assert results["parallel"]["mode"] == "sharding" and results["parallel"]["num_devices"] == 4

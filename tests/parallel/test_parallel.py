@@ -157,16 +157,18 @@ def test_four_devices_match_one_device_after_20_steps(tmp_path, case):
 SMALL = {"n_train": 48, "n_test": 16}  # 7 dispatches: collectives between processes are slow
 
 
-def _start_two_processes(tmp_path, runs_of, cpu_devices):
-    """Processes 0 and 1, coordinated on localhost; process i runs ``runs_of(i)``."""
+def _start_two_processes(tmp_path, runs_of, cpu_devices: int | tuple[int, int]):
+    """Processes 0 and 1, coordinated on localhost; process i runs ``runs_of(i)`` on
+    ``cpu_devices`` devices (or ``cpu_devices[i]``)."""
     port = free_port()
+    devices = (cpu_devices, cpu_devices) if isinstance(cpu_devices, int) else cpu_devices
     return [
         _start(
             _spec(
                 tmp_path,
                 f"process{i}",
                 runs_of(i),
-                cpu_devices=cpu_devices,
+                cpu_devices=devices[i],
                 coordinator=f"127.0.0.1:{port}",
                 num_processes=2,
                 process_id=i,
@@ -339,3 +341,52 @@ def test_a_run_folder_refused_on_one_process_stops_every_process(tmp_path):
     assert "process 0 refused the run directory" in (tmp_path / "p1.error").read_text()
     assert (foreign / "results.json").read_text() == '{"mine": 1}'
     assert not (tmp_path / "p1" / "config.json").exists()
+
+
+@pytest.mark.multiprocess
+def test_processes_that_differ_in_config_data_or_folder_all_stop_naming_it(tmp_path):
+    # Given two processes that run three trainings one after the other, each time differing in
+    # one thing: a config key, the training data, the run folder (one per process, as on two
+    # hosts without a shared file system). Without the checks the first trains silently
+    # another model than either asked for, the other two wait in a collective.
+    def runs_of(i):
+        return [
+            {"name": f"config{i}", "config": {"learning_rate": [0.05, 0.5][i]}},
+            {"name": f"data{i}", "dataset": {"seed": i}, "out_dir": str(tmp_path / "data")},
+            {"name": f"folder{i}", "out_dir": str(tmp_path / f"folder{i}")},
+        ]
+
+    procs = _start_two_processes(
+        tmp_path, lambda i: [{**r, "config": {"parallel": "sharding", **r.get("config", {})}}
+                             for r in runs_of(i)], cpu_devices=1,
+    )  # fmt: skip
+
+    # When both start, Then every training stops on both processes, saying what differs
+    _wait(*procs)
+    for i in range(2):
+        config = (tmp_path / f"config{i}.error").read_text()
+        assert "differ in config key learning_rate" in config
+        assert f"process {i} has config key learning_rate = {[0.05, 0.5][i]}" in config
+        data = (tmp_path / f"data{i}.error").read_text()
+        assert "they differ in training sessions (process" in data  # same items, no test set
+    assert "does not see the run folder of process 0" in (tmp_path / "folder1.error").read_text()
+    assert "process 1 refused the run folder" in (tmp_path / "folder0.error").read_text()
+    # and nothing was written: no run in the data folder, no folder left by process 0
+    assert not (tmp_path / "data" / "config.json").exists()
+    assert not (tmp_path / "folder0").exists() and not (tmp_path / "folder1").exists()
+
+
+@pytest.mark.multiprocess
+def test_processes_with_different_device_counts_stop_before_any_gather(tmp_path):
+    # Given process 0 with 2 devices and process 1 with 1 (3 in all)
+    procs = _start_two_processes(
+        tmp_path,
+        lambda i: [{"name": f"p{i}", "config": {"parallel": "sharding", "batch_size": 6}}],
+        cpu_devices=(2, 1),
+    )
+
+    # When both start, Then both stop with the counts (not an error inside a collective)
+    _wait(*procs)
+    for i, local in enumerate((2, 1)):
+        error = (tmp_path / f"p{i}.error").read_text()
+        assert f"this one (process {i}) has {local} of the 3 in all" in error

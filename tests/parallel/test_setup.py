@@ -82,3 +82,21 @@ def test_batch_split_names_the_batch_the_devices_and_the_fix():
     with pytest.raises(ValueError, match=r"batch_size 81 does not split over the 4 devices of "
                                          r"the 'pmap' mode; choose a multiple of 4"):  # fmt: skip
         parallel.check_batch_split(81, 4, "pmap")
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "100000", "four"])
+def test_cpu_device_count_is_bounded_by_the_flag(text, capsys):
+    # 100,000 virtual devices took minutes and gigabytes before anything failed
+    with pytest.raises(SystemExit):
+        _parse(["--cpu-devices", text])
+    assert (
+        f"an integer from 1 to {parallel.MAX_CPU_DEVICES}, got '{text}'" in capsys.readouterr().err
+    )
+
+
+def test_an_environment_variable_that_is_not_an_integer_is_named(monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "abc")
+    with pytest.raises(ValueError, match=r"environment variable JAX_NUM_PROCESSES='abc' is not"):
+        parallel.processes_from(_parse([]))
+    # a flag given wins over the environment
+    assert parallel.processes_from(_parse(["--num-processes", "2"])).num_processes == 2

@@ -8,7 +8,7 @@ this script in a subprocess::
 SPEC holds ``cpu_devices``, optionally ``coordinator``/``num_processes``/``process_id`` and
 ``dataset`` (keyword arguments of `tiny_dataset`), and
 ``runs``: a list of {"name", "config" (overrides), "out_dir", "stop_after_dispatches",
-"evaluate"}. Each run writes NAME.npz (the final parameters, flattened) and NAME.json (its
+"evaluate", "dataset" (changes to the spec's)}. Each run writes NAME.npz (the final parameters, flattened) and NAME.json (its
 results) into ``SPEC["output"]``, on process 0 only; a run stopped by a `TrainingError` writes
 NAME.error (its message) instead. The loss "test-nan" is cross-entropy, or NaN at every step in
 runs with ``"poison": true``.
@@ -81,8 +81,8 @@ def main(spec_path: str) -> None:
     clean = LOSSES.get("cross-entropy")
 
     output = pathlib.Path(spec["output"])
-    dataset = tiny_dataset(**spec.get("dataset", {}))
     for run in spec["runs"]:
+        dataset = tiny_dataset(**{**spec.get("dataset", {}), **run.get("dataset", {})})
         # "test-nan" is cross-entropy until a run asks for it poisoned (NaN at every step).
         LOSSES.register("test-nan", poisoned if run.get("poison") else clean, overwrite=True)
         config = Config().replace(**{**TINY, **run.get("config", {})})

@@ -1,0 +1,119 @@
+"""Agreement between the processes of one multi-host run, checked before training starts.
+
+``jax.distributed`` runs one copy of the program per process, and nothing makes the copies run
+the same training. Processes that differ in a config key or in their data either train a model
+nobody asked for (the collectives only need matching shapes) or wait in a collective whose
+shapes differ until JAX's heartbeat aborts them; run folders that are not one shared folder
+hang in orbax's first save. Each check here turns such a case into a refusal that every process
+raises, naming what differs, so that none is left waiting.
+
+Only the first check, `check_uniform_devices`, runs without communication: the gathers of the
+others assume that every process drives the same number of devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+
+import jax
+import numpy as np
+
+from gru_jax.train.errors import TrainingError
+
+SHARED_FOLDER_TOKEN = ".gru-jax-processes"  # written by process 0, read back by the others
+
+
+def gather(row: np.ndarray) -> np.ndarray:
+    """Every process's ``row`` (same shape and dtype everywhere), stacked: (P, *row.shape)."""
+    from jax.experimental import multihost_utils
+
+    try:
+        return np.asarray(multihost_utils.process_allgather(row))
+    except jax.errors.JaxRuntimeError as e:  # e.g. a peer that stopped before this gather
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(
+            f"process {jax.process_index()} could not reach the other processes to check that "
+            f"they run the same training; did one of them stop with an error? ({first[:300]})"
+        ) from None
+
+
+def refuse_together(error: Exception | None, what: str) -> None:
+    """Raises ``error`` here, or a `TrainingError` naming the process that refused ``what``:
+    a process that stopped alone would leave the others waiting in their next collective."""
+    refused = gather(np.int32(error is not None))
+    if error is None and refused.any():
+        error = TrainingError(f"process {int(np.argmax(refused))} refused {what}; see its error")
+    if error is not None:
+        raise error
+
+
+def check_uniform_devices() -> None:
+    """Every process drives as many devices as the others (seen locally: D = P · L)."""
+    total, local, processes = jax.device_count(), jax.local_device_count(), jax.process_count()
+    if total != processes * local:
+        raise TrainingError(
+            f"the {processes} processes drive different numbers of devices: this one (process "
+            f"{jax.process_index()}) has {local} of the {total} in all; give every process the "
+            "same --cpu-devices, or as many accelerators"
+        )
+
+
+def _digest(value: str) -> np.ndarray:
+    return np.frombuffer(hashlib.sha256(value.encode()).digest()[:8], np.uint32)
+
+
+def check_same_run(facts: dict[str, str]) -> None:
+    """Refuses, on every process, a run whose processes differ in any of ``facts``.
+
+    ``facts`` maps a name ("config key learning_rate", "training sessions", ...) to this
+    process's value as text; the processes exchange one short hash per name. Every process
+    computes the same list of differences, so all of them stop.
+    """
+    names = sorted(facts)
+    rows = gather(np.stack([_digest(f"{name}={facts[name]}") for name in names]))
+    differing = [name for k, name in enumerate(names) if (rows[:, k] != rows[0, k]).any()]
+    if differing:
+
+        def shown(value: str) -> str:
+            return value if len(value) <= 80 else value[:77] + "..."
+
+        here = "; ".join(f"{name} = {shown(facts[name])}" for name in differing)
+        raise TrainingError(
+            f"the {jax.process_count()} processes do not run the same training: they differ in "
+            f"{', '.join(differing)} (process {jax.process_index()} has {here}); start every "
+            "process with the same command, config and data"
+        )
+
+
+def check_shared_folder(folder: pathlib.Path) -> None:
+    """Refuses, on every process, a run folder that is not one folder all processes see.
+
+    Process 0 writes a random token into ``folder``; every other process reads it back. Orbax
+    writes checkpoints collectively into that folder, so separate local folders (another path
+    on each process, or one path on hosts without a shared file system) would hang there.
+    """
+    token = np.frombuffer(os.urandom(16), np.uint32)
+    path = folder / SHARED_FOLDER_TOKEN
+    if jax.process_index() == 0:
+        path.write_text(token.tobytes().hex())
+    tokens = gather(token)  # also a barrier: process 0 has written before anyone reads
+    error = None
+    if jax.process_index() != 0:
+        try:
+            seen = path.read_text().strip()
+        except OSError:
+            seen = None
+        if seen != tokens[0].tobytes().hex():
+            error = TrainingError(
+                f"process {jax.process_index()} does not see the run folder of process 0: "
+                f"{folder} here holds no token of process 0 ({SHARED_FOLDER_TOKEN}); several "
+                "processes need one --out folder that all of them see, e.g. on a shared file "
+                "system"
+            )
+    try:
+        refuse_together(error, f"the run folder {folder} (not shared by every process)")
+    finally:
+        if jax.process_index() == 0:
+            path.unlink(missing_ok=True)
