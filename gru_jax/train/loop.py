@@ -435,16 +435,10 @@ def train(
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds, resumed_totals = 0.0, (0.0, 0)
-    made = out is not None and is_writer and not out.exists()
-    if out is not None and is_writer:
-        out.mkdir(parents=True, exist_ok=True)
     if out is not None and jax.process_count() > 1:  # before orbax's collective saves
-        try:
-            processes.check_shared_folder(out)
-        except TrainingError:
-            if made:  # leave no empty folder behind
-                out.rmdir()
-            raise
+        processes.check_shared_folder(out)  # also makes it
+    elif out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     try:
         if checkpoints is not None and checkpoints.latest() is not None:

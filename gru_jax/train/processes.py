@@ -13,6 +13,7 @@ others assume that every process drives the same number of devices.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -88,18 +89,25 @@ def check_same_run(facts: dict[str, str]) -> None:
 
 
 def check_shared_folder(folder: pathlib.Path) -> None:
-    """Refuses, on every process, a run folder that is not one folder all processes see.
+    """Makes the run folder (process 0) and refuses, on every process, one that is not one
+    folder all processes see.
 
     Process 0 writes a random token into ``folder``; every other process reads it back. Orbax
     writes checkpoints collectively into that folder, so separate local folders (another path
-    on each process, or one path on hosts without a shared file system) would hang there.
+    on each process, or one path on hosts without a shared file system) would hang there. A
+    folder process 0 made for a run refused here is removed again.
     """
     token = np.frombuffer(os.urandom(16), np.uint32)
     path = folder / SHARED_FOLDER_TOKEN
+    error, made = None, False
     if jax.process_index() == 0:
-        path.write_text(token.tobytes().hex())
+        try:  # a failure here is decided with the others', not raised alone
+            made = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(token.tobytes().hex())
+        except OSError as e:
+            error = TrainingError(f"cannot write into the run folder {folder}: {e}")
     tokens = gather(token)  # also a barrier: process 0 has written before anyone reads
-    error = None
     if jax.process_index() != 0:
         try:
             seen = path.read_text().strip()
@@ -112,8 +120,13 @@ def check_shared_folder(folder: pathlib.Path) -> None:
                 "processes need one --out folder that all of them see, e.g. on a shared file "
                 "system"
             )
+    refused = True
     try:
-        refuse_together(error, f"the run folder {folder} (not shared by every process)")
+        refuse_together(error, f"the run folder {folder}")
+        refused = False
     finally:
         if jax.process_index() == 0:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+                if made and refused:  # leave no empty folder behind
+                    folder.rmdir()

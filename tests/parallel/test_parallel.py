@@ -345,16 +345,20 @@ def test_a_run_folder_refused_on_one_process_stops_every_process(tmp_path):
 
 @pytest.mark.multiprocess
 def test_processes_that_differ_in_config_data_or_folder_all_stop_naming_it(tmp_path):
-    # Given two processes that run three trainings one after the other, each time differing in
+    # Given two processes that run four trainings one after the other, each time differing in
     # one thing: a config key, the training data, the run folder (one per process, as on two
-    # hosts without a shared file system). Without the checks the first trains silently
-    # another model than either asked for, the other two wait in a collective.
+    # hosts without a shared file system), and last a run folder process 0 cannot make.
+    # Without the checks the first trains silently another model than either asked for, the
+    # next two wait in a collective.
     def runs_of(i):
         return [
             {"name": f"config{i}", "config": {"learning_rate": [0.05, 0.5][i]}},
             {"name": f"data{i}", "dataset": {"seed": i}, "out_dir": str(tmp_path / "data")},
             {"name": f"folder{i}", "out_dir": str(tmp_path / f"folder{i}")},
+            {"name": f"unwritable{i}", "out_dir": str(tmp_path / "a-file" / "run")},
         ]
+
+    (tmp_path / "a-file").write_text("not a folder")
 
     procs = _start_two_processes(
         tmp_path, lambda i: [{**r, "config": {"parallel": "sharding", **r.get("config", {})}}
@@ -371,6 +375,9 @@ def test_processes_that_differ_in_config_data_or_folder_all_stop_naming_it(tmp_p
         assert "they differ in training sessions (process" in data  # same items, no test set
     assert "does not see the run folder of process 0" in (tmp_path / "folder1.error").read_text()
     assert "process 1 refused the run folder" in (tmp_path / "folder0.error").read_text()
+    # A folder process 0 cannot make stops process 0 with why, and process 1 too
+    assert "cannot write into the run folder" in (tmp_path / "unwritable0.error").read_text()
+    assert "does not see the run folder" in (tmp_path / "unwritable1.error").read_text()
     # and nothing was written: no run in the data folder, no folder left by process 0
     assert not (tmp_path / "data" / "config.json").exists()
     assert not (tmp_path / "folder0").exists() and not (tmp_path / "folder1").exists()
