@@ -444,9 +444,14 @@ def _check_names(config) -> None:
 
 def _choose_parallel(config, args: argparse.Namespace, num_processes: int):
     """Several devices (--cpu-devices N > 1) or processes mean using them: the config's
-    default mode "none" becomes "auto" unless --parallel or a parallel= override chose it."""
-    chosen = args.parallel is not None or any(
-        item.partition("=")[0].strip() == "parallel" for item in args.overrides
+    default mode "none" becomes "auto" unless --parallel, a parallel= override or the config
+    file chose it."""
+    from gru_jax.config import read_config_file
+
+    chosen = (
+        args.parallel is not None
+        or any(item.partition("=")[0].strip() == "parallel" for item in args.overrides)
+        or (bool(args.config) and "parallel" in read_config_file(args.config))
     )
     if config.parallel != "none" or not ((args.cpu_devices or 1) > 1 or num_processes > 1):
         return config
@@ -574,21 +579,35 @@ def _run_train(args: argparse.Namespace) -> int:
     from gru_jax.train import parallel
 
     have_data = bool(args.train or args.data)
-    config = _resolve_config(args, have_data=have_data)  # errors before the data is read
     try:
         where = parallel.processes_from(args)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    config = _choose_parallel(config, args, where.num_processes or 1)
-    if args.cpu_devices:  # the split over the devices asked for, before JAX makes them
-        _check_batch_split(config, args.cpu_devices * (where.num_processes or 1))
+    refusal = None
+    try:  # the config's errors come before the data is read
+        config = _resolve_config(args, have_data=have_data)
+        config = _choose_parallel(config, args, where.num_processes or 1)
+        if args.cpu_devices:  # the split over the devices asked for, before JAX makes them
+            _check_batch_split(config, args.cpu_devices * (where.num_processes or 1))
+    except ConfigError as e:
+        if where.coordinator is None:
+            raise
+        # One of several processes stops only once it has joined the others: they then stop
+        # at their first exchange (seconds), not after jax.distributed's 5-minute wait for it.
+        refusal = e
     try:  # before anything touches a device
         parallel.initialize(cpu_devices=args.cpu_devices, **dataclasses.asdict(where))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if refusal is not None:
+        raise refusal
     import jax
 
     config = _choose_parallel(config, args, jax.process_count())  # e.g. --coordinator auto
+    if jax.process_count() > 1:  # different device counts, before they show as a bad split
+        from gru_jax.train.processes import check_uniform_devices
+
+        check_uniform_devices()
     _check_batch_split(config, jax.device_count())
     dataset, description = _load_training_data(args)
     name = args.preset or (pathlib.Path(args.config).stem if args.config else None)

@@ -144,18 +144,7 @@ class Config:
         A ``preset = "NAME"`` entry starts from that preset; the other keys override it.
         """
         path = pathlib.Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read the config file ({e.strerror})") from None
-        if path.suffix not in (".toml", ".json"):
-            raise ValueError(f"{path}: config files are .toml or .json, not {path.suffix!r}")
-        try:
-            mapping = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"{path}: not a valid {path.suffix[1:]} config: {e}") from e
-        if not isinstance(mapping, dict):
-            raise ValueError(f"{path}: a config file holds a mapping of config keys")
+        mapping = read_config_file(path)
         try:
             base = preset(mapping.pop("preset")) if "preset" in mapping else cls()
             return base.replace(**mapping)
@@ -169,6 +158,24 @@ class Config:
     def describe() -> list[tuple[str, Any, str]]:
         """(key, default, meaning) for every key."""
         return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Config)]
+
+
+def read_config_file(path: str | pathlib.Path) -> dict[str, Any]:
+    """The mapping of keys a JSON or TOML config file holds, as written (see `Config.from_file`)."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the config file ({e.strerror})") from None
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"{path}: config files are .toml or .json, not {path.suffix!r}")
+    try:
+        mapping = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: not a valid {path.suffix[1:]} config: {e}") from e
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{path}: a config file holds a mapping of config keys")
+    return mapping
 
 
 def _coerce(config: Config, key: str, value: Any) -> Any:

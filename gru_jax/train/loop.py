@@ -439,6 +439,7 @@ def train(
         processes.check_shared_folder(out)  # also makes it
     elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        (out / processes.SHARED_FOLDER_TOKEN).unlink(missing_ok=True)  # a crashed run's
     checkpoints = Checkpoints(out / "checkpoints") if out is not None else None
     try:
         if checkpoints is not None and checkpoints.latest() is not None:

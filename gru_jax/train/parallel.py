@@ -155,7 +155,7 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"run on N virtual CPU devices, 1 to {MAX_CPU_DEVICES} (forces the CPU platform; "
         "for trying the parallel modes without accelerators); N > 1 means parallel auto unless "
-        "--parallel or a parallel=... override says otherwise",
+        "--parallel, a parallel=... override or the config file says otherwise",
     )
     g.add_argument(
         "--coordinator",
@@ -589,7 +589,10 @@ def build(
     mode = resolve_mode(mode, None if devices is None else len(devices))
     if mode == "none":
         if jax.process_count() > 1:
-            raise ValueError("several processes need --parallel pmap, sharding or auto")
+            raise ValueError(
+                "several processes need the parallel mode pmap, sharding or auto (config key "
+                "parallel, or --parallel), not none"
+            )
         return SingleDevice(make_run, batch_size)
     if mode == "pmap":
         return PmapParallel(make_run, batch_size, devices)

@@ -26,24 +26,31 @@ from gru_jax.train.errors import TrainingError
 SHARED_FOLDER_TOKEN = ".gru-jax-processes"  # written by process 0, read back by the others
 
 
-def gather(row: np.ndarray) -> np.ndarray:
-    """Every process's ``row`` (same shape and dtype everywhere), stacked: (P, *row.shape)."""
+def gather(row: np.ndarray, purpose: str) -> np.ndarray:
+    """Every process's ``row`` (same shape and dtype everywhere), stacked: (P, *row.shape).
+
+    ``purpose`` completes "could not reach the other processes to ..." in the error raised when
+    the gather fails: a peer stopped before it (JAX's ~30 s timeout), or a device layout JAX
+    refuses (processes driving different numbers of devices pass the local check of
+    `check_uniform_devices` where the counts average out, e.g. 1, 2 and 3).
+    """
     from jax.experimental import multihost_utils
 
     try:
         return np.asarray(multihost_utils.process_allgather(row))
-    except jax.errors.JaxRuntimeError as e:  # e.g. a peer that stopped before this gather
+    except (jax.errors.JaxRuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrainingError(
-            f"process {jax.process_index()} could not reach the other processes to check that "
-            f"they run the same training; did one of them stop with an error? ({first[:300]})"
+            f"process {jax.process_index()} could not reach the other processes to {purpose}; "
+            "did one of them stop with an error, or do they drive different numbers of "
+            f"devices? ({first[:300]})"
         ) from None
 
 
 def refuse_together(error: Exception | None, what: str) -> None:
     """Raises ``error`` here, or a `TrainingError` naming the process that refused ``what``:
     a process that stopped alone would leave the others waiting in their next collective."""
-    refused = gather(np.int32(error is not None))
+    refused = gather(np.int32(error is not None), f"agree on {what}")
     if error is None and refused.any():
         error = TrainingError(f"process {int(np.argmax(refused))} refused {what}; see its error")
     if error is not None:
@@ -73,7 +80,10 @@ def check_same_run(facts: dict[str, str]) -> None:
     computes the same list of differences, so all of them stop.
     """
     names = sorted(facts)
-    rows = gather(np.stack([_digest(f"{name}={facts[name]}") for name in names]))
+    rows = gather(
+        np.stack([_digest(f"{name}={facts[name]}") for name in names]),
+        "check that they run the same training",
+    )
     differing = [name for k, name in enumerate(names) if (rows[:, k] != rows[0, k]).any()]
     if differing:
 
@@ -94,21 +104,23 @@ def check_shared_folder(folder: pathlib.Path) -> None:
 
     Process 0 writes a random token into ``folder``; every other process reads it back. Orbax
     writes checkpoints collectively into that folder, so separate local folders (another path
-    on each process, or one path on hosts without a shared file system) would hang there. A
-    folder process 0 made for a run refused here is removed again.
+    on each process, or one path on hosts without a shared file system) would hang there. The
+    folders process 0 made for a run refused here are removed again.
     """
-    token = np.frombuffer(os.urandom(16), np.uint32)
     path = folder / SHARED_FOLDER_TOKEN
-    error, made = None, False
+    error, made = None, []
+    # The token's last word says whether process 0 could write it (1: it could not).
+    token = np.append(np.frombuffer(os.urandom(16), np.uint32), np.uint32(0))
     if jax.process_index() == 0:
+        made = [p for p in (folder, *folder.parents) if not p.exists()]
         try:  # a failure here is decided with the others', not raised alone
-            made = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(token.tobytes().hex())
         except OSError as e:
             error = TrainingError(f"cannot write into the run folder {folder}: {e}")
-    tokens = gather(token)  # also a barrier: process 0 has written before anyone reads
-    if jax.process_index() != 0:
+            token[-1] = 1
+    tokens = gather(token, "check the run folder")  # a barrier: process 0 has written by now
+    if jax.process_index() != 0 and not tokens[0, -1]:
         try:
             seen = path.read_text().strip()
         except OSError:
@@ -128,5 +140,5 @@ def check_shared_folder(folder: pathlib.Path) -> None:
         if jax.process_index() == 0:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-                if made and refused:  # leave no empty folder behind
-                    folder.rmdir()
+                for empty in made if refused else []:  # innermost first
+                    empty.rmdir()

@@ -43,15 +43,30 @@ def test_cli_trains_with_sharding_on_two_virtual_devices(tmp_path):
     ],
 )
 def test_the_parallel_mode_asked_for_is_kept(flag, overrides, cpu_devices, processes, want):
-    args = argparse.Namespace(parallel=flag, overrides=overrides, cpu_devices=cpu_devices)
+    args = argparse.Namespace(
+        parallel=flag, overrides=overrides, cpu_devices=cpu_devices, config=None
+    )
     config = Config().with_overrides(overrides)
     config = config.replace(parallel=flag) if flag else config
 
     assert cli._choose_parallel(config, args, processes).parallel == want
 
 
+def test_a_config_file_that_names_the_mode_is_kept(tmp_path):
+    for text, want in (('{"parallel": "none"}', "none"), ('{"layers": [32]}', "auto")):
+        (tmp_path / "config.json").write_text(text)
+        args = argparse.Namespace(
+            parallel=None, overrides=[], cpu_devices=4, config=str(tmp_path / "config.json")
+        )
+        config = Config.from_file(tmp_path / "config.json")
+
+        assert cli._choose_parallel(config, args, 1).parallel == want, text
+
+
 def test_several_processes_refuse_parallel_none():
-    args = argparse.Namespace(parallel=None, overrides=["parallel=none"], cpu_devices=None)
+    args = argparse.Namespace(
+        parallel=None, overrides=["parallel=none"], cpu_devices=None, config=None
+    )
     with pytest.raises(cli.ConfigError, match="2 processes train one model together"):
         cli._choose_parallel(Config(), args, 2)
 
@@ -98,3 +113,55 @@ def test_readme_parallel_example_trains_on_four_devices(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "runs/sharded/results.json").read_text())
     assert results["parallel"]["mode"] == "sharding" and results["parallel"]["num_devices"] == 4
+
+
+@pytest.mark.multiprocess
+def test_a_config_error_on_one_process_stops_the_other_within_a_minute(tmp_path):
+    # Given two processes where only process 1 was given a mistyped key: it must join the
+    # others before it stops, or process 0 waits jax.distributed's 5 minutes for it
+    from .test_parallel import free_port
+
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gru_jax.cli",
+                "train",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+                "n_epochs=1",
+                "layers=16",
+                "batch_size=32",
+            ]
+            + ["layrs=16"] * i,
+            env=_env(),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+
+    # When both run, Then both stop within a minute: process 1 naming the key, process 0
+    # saying it could not reach the other
+    try:
+        outputs = [p.communicate(timeout=90)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.returncode is None:  # still waiting: stop it and close its pipe
+                p.kill()
+                p.communicate()
+    assert "unknown config key(s) ['layrs']" in outputs[1]
+    assert "process 0 could not reach the other processes" in outputs[0], outputs[0][-2000:]
+    assert [p.returncode for p in procs] == [cli.EXIT_TRAINING_ERROR, cli.EXIT_DATA_ERROR]
+    assert not (tmp_path / "run").exists()

@@ -157,11 +157,11 @@ def test_four_devices_match_one_device_after_20_steps(tmp_path, case):
 SMALL = {"n_train": 48, "n_test": 16}  # 7 dispatches: collectives between processes are slow
 
 
-def _start_two_processes(tmp_path, runs_of, cpu_devices: int | tuple[int, int]):
-    """Processes 0 and 1, coordinated on localhost; process i runs ``runs_of(i)`` on
+def _start_processes(tmp_path, runs_of, cpu_devices: int | tuple[int, ...], n: int = 2):
+    """Processes 0 .. n-1, coordinated on localhost; process i runs ``runs_of(i)`` on
     ``cpu_devices`` devices (or ``cpu_devices[i]``)."""
     port = free_port()
-    devices = (cpu_devices, cpu_devices) if isinstance(cpu_devices, int) else cpu_devices
+    devices = (cpu_devices,) * n if isinstance(cpu_devices, int) else cpu_devices
     return [
         _start(
             _spec(
@@ -170,12 +170,12 @@ def _start_two_processes(tmp_path, runs_of, cpu_devices: int | tuple[int, int]):
                 runs_of(i),
                 cpu_devices=devices[i],
                 coordinator=f"127.0.0.1:{port}",
-                num_processes=2,
+                num_processes=n,
                 process_id=i,
                 dataset=SMALL,
             )
         )
-        for i in range(2)
+        for i in range(n)
     ]
 
 
@@ -192,7 +192,7 @@ def test_two_processes_match_one_process(tmp_path):
         }
         for mode in ("sharding", "pmap")
     ]
-    procs = _start_two_processes(tmp_path, lambda i: runs, cpu_devices=2)
+    procs = _start_processes(tmp_path, lambda i: runs, cpu_devices=2)
     # and one process of one device on the same data
     single = [{**runs[0], "name": "none", "config": config, "out_dir": str(tmp_path / "run-none")}]
     run_worker(tmp_path, "single", single, cpu_devices=1, dataset=SMALL)
@@ -322,7 +322,7 @@ def test_a_run_folder_refused_on_one_process_stops_every_process(tmp_path):
     foreign = tmp_path / "p0"
     foreign.mkdir()
     (foreign / "results.json").write_text('{"mine": 1}')
-    procs = _start_two_processes(
+    procs = _start_processes(
         tmp_path,
         lambda i: [
             {
@@ -354,13 +354,13 @@ def test_processes_that_differ_in_config_data_or_folder_all_stop_naming_it(tmp_p
         return [
             {"name": f"config{i}", "config": {"learning_rate": [0.05, 0.5][i]}},
             {"name": f"data{i}", "dataset": {"seed": i}, "out_dir": str(tmp_path / "data")},
-            {"name": f"folder{i}", "out_dir": str(tmp_path / f"folder{i}")},
+            {"name": f"folder{i}", "out_dir": str(tmp_path / f"folder{i}" / "run")},
             {"name": f"unwritable{i}", "out_dir": str(tmp_path / "a-file" / "run")},
         ]
 
     (tmp_path / "a-file").write_text("not a folder")
 
-    procs = _start_two_processes(
+    procs = _start_processes(
         tmp_path, lambda i: [{**r, "config": {"parallel": "sharding", **r.get("config", {})}}
                              for r in runs_of(i)], cpu_devices=1,
     )  # fmt: skip
@@ -375,25 +375,31 @@ def test_processes_that_differ_in_config_data_or_folder_all_stop_naming_it(tmp_p
         assert "they differ in training sessions (process" in data  # same items, no test set
     assert "does not see the run folder of process 0" in (tmp_path / "folder1.error").read_text()
     assert "process 1 refused the run folder" in (tmp_path / "folder0.error").read_text()
-    # A folder process 0 cannot make stops process 0 with why, and process 1 too
+    # A folder process 0 cannot make stops process 0 with why, and process 1 names process 0
     assert "cannot write into the run folder" in (tmp_path / "unwritable0.error").read_text()
-    assert "does not see the run folder" in (tmp_path / "unwritable1.error").read_text()
-    # and nothing was written: no run in the data folder, no folder left by process 0
+    assert "process 0 refused the run folder" in (tmp_path / "unwritable1.error").read_text()
+    # and nothing was written: no run in the data folder, no folders left by process 0
     assert not (tmp_path / "data" / "config.json").exists()
     assert not (tmp_path / "folder0").exists() and not (tmp_path / "folder1").exists()
 
 
 @pytest.mark.multiprocess
-def test_processes_with_different_device_counts_stop_before_any_gather(tmp_path):
-    # Given process 0 with 2 devices and process 1 with 1 (3 in all)
-    procs = _start_two_processes(
+def test_processes_with_different_device_counts_all_stop_saying_so(tmp_path):
+    # Given three processes of 1, 2 and 3 devices: 6 in all, so process 1 (2 devices) sees
+    # the average locally and only finds out when JAX refuses the layout of the first gather
+    counts = (1, 2, 3)
+    procs = _start_processes(
         tmp_path,
         lambda i: [{"name": f"p{i}", "config": {"parallel": "sharding", "batch_size": 6}}],
-        cpu_devices=(2, 1),
+        cpu_devices=counts,
+        n=3,
     )
 
-    # When both start, Then both stop with the counts (not an error inside a collective)
+    # When they start, Then all stop with an error about the devices (none in a collective)
     _wait(*procs)
-    for i, local in enumerate((2, 1)):
+    for i in (0, 2):
         error = (tmp_path / f"p{i}.error").read_text()
-        assert f"this one (process {i}) has {local} of the 3 in all" in error
+        assert f"this one (process {i}) has {counts[i]} of the 6 in all" in error
+    error = (tmp_path / "p1.error").read_text()
+    assert "could not reach the other processes to check that they run the same" in error
+    assert "drive different numbers of devices?" in error
