@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from gru_jax.cli import nonempty_path
+
 
 def at_least(low: float, kind: type = int):
     """An argparse type: a number of ``kind`` that is at least ``low``."""
@@ -22,9 +24,7 @@ def at_least(low: float, kind: type = int):
 def folder(text: str) -> pathlib.Path:
     """An argparse type: a folder for results, made now, so that a path that cannot be one fails
     before the measuring rather than after it."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; name a folder")
-    path = pathlib.Path(text)
+    path = nonempty_path(text)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file of that name, or no permission

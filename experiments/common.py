@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -34,13 +33,6 @@ def update_table(
     write_text_atomic(path, json.dumps(all_rows, indent=2, default=str))
     write_text_atomic(out / f"{stem}.md", markdown(all_rows))
     return all_rows
-
-
-def nonempty_path(text: str) -> pathlib.Path:
-    """An argparse type for --out: '' is refused rather than taken as the current folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; name a folder")
-    return pathlib.Path(text)
 
 
 def run_script(main: Callable[[], None]) -> None:

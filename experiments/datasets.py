@@ -20,8 +20,9 @@ import argparse
 import dataclasses
 import pathlib
 
-from common import nonempty_path, run_script, update_table
+from common import run_script, update_table
 
+from gru_jax.cli import nonempty_path
 from gru_jax.config import Config
 from gru_jax.data import PreprocessConfig, load_dataset
 from gru_jax.data.preprocess import SEQUENCES_AS_GIVEN

@@ -20,8 +20,9 @@ import argparse
 import pathlib
 import time
 
-from common import nonempty_path, run_script, update_table
+from common import run_script, update_table
 
+from gru_jax.cli import nonempty_path
 from gru_jax.config import preset
 from gru_jax.data import load_dataset
 from gru_jax.train.evaluate import evaluate

@@ -42,11 +42,12 @@ class ConfigError(ValueError):
     """A config file, preset or key=value override that does not make a valid `Config`."""
 
 
-def _path(text: str) -> str:
-    """An argparse type for a path argument: '' is refused (it would mean the current folder)."""
+def nonempty_path(text: str) -> pathlib.Path:
+    """An argparse type for a path argument: '' is refused (it would mean the current folder).
+    The experiments' and benchmarks' scripts use it too."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a file or folder")
-    return text
+    return pathlib.Path(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +77,9 @@ def _add_preprocess_parser(subparsers) -> None:
         metavar="PATH",
         help="input file(s)/folder",
     )
-    p.add_argument("--out", required=True, type=_path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--out", required=True, type=nonempty_path, metavar="DIR", help="output directory"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace a dataset already written in OUT"
     )
@@ -350,7 +353,7 @@ def _add_train_parser(subparsers) -> None:
     source.add_argument("--config", metavar="FILE", help="a JSON or TOML file of config keys")
     _add_data_arguments(p, training=True)
     p.add_argument(
-        "--out", type=_path, metavar="DIR", help="run directory (default: runs/NAME-TIME)"
+        "--out", type=nonempty_path, metavar="DIR", help="run directory (default: runs/NAME-TIME)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -385,7 +388,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, *, training: bool) -> None:
     )
     g.add_argument(
         "--data",
-        type=_path,
+        type=nonempty_path,
         metavar="DIR",
         help="a dataset written by `gru-jax preprocess` instead",
     )
@@ -442,18 +445,21 @@ def _check_names(config) -> None:
             raise ConfigError(str(e)) from None
 
 
-def _choose_parallel(config, args: argparse.Namespace, num_processes: int):
-    """Several devices (--cpu-devices N > 1) or processes mean using them: the config's
-    default mode "none" becomes "auto" unless --parallel, a parallel= override or the config
-    file chose it."""
+def _mode_chosen(args: argparse.Namespace) -> bool:
+    """Whether --parallel, a parallel= override or the config file names the parallel mode."""
     from gru_jax.config import read_config_file
 
-    chosen = (
+    return (
         args.parallel is not None
         or any(item.partition("=")[0].strip() == "parallel" for item in args.overrides)
         or (bool(args.config) and "parallel" in read_config_file(args.config))
     )
-    if config.parallel != "none" or not ((args.cpu_devices or 1) > 1 or num_processes > 1):
+
+
+def _choose_parallel(config, chosen: bool, cpu_devices: int | None, num_processes: int):
+    """Several devices (--cpu-devices N > 1) or processes mean using them: the config's
+    default mode "none" becomes "auto" unless the user ``chosen`` the mode (`_mode_chosen`)."""
+    if config.parallel != "none" or not ((cpu_devices or 1) > 1 or num_processes > 1):
         return config
     if not chosen:
         return config.replace(parallel="auto")
@@ -583,12 +589,13 @@ def _run_train(args: argparse.Namespace) -> int:
         where = parallel.processes_from(args)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    refusal = None
+    refusal, num_processes = None, where.num_processes or 1
     try:  # the config's errors come before the data is read
         config = _resolve_config(args, have_data=have_data)
-        config = _choose_parallel(config, args, where.num_processes or 1)
+        chosen = _mode_chosen(args)
+        config = _choose_parallel(config, chosen, args.cpu_devices, num_processes)
         if args.cpu_devices:  # the split over the devices asked for, before JAX makes them
-            _check_batch_split(config, args.cpu_devices * (where.num_processes or 1))
+            _check_batch_split(config, args.cpu_devices * num_processes)
     except ConfigError as e:
         if where.coordinator is None:
             raise
@@ -603,7 +610,8 @@ def _run_train(args: argparse.Namespace) -> int:
         raise refusal
     import jax
 
-    config = _choose_parallel(config, args, jax.process_count())  # e.g. --coordinator auto
+    if where.coordinator == "auto":  # the process count is known only now
+        config = _choose_parallel(config, chosen, args.cpu_devices, jax.process_count())
     if jax.process_count() > 1:  # different device counts, before they show as a bad split
         from gru_jax.train.processes import check_uniform_devices
 
@@ -688,7 +696,7 @@ def _add_evaluate_parser(subparsers) -> None:
         ),
     )
     p.add_argument(
-        "--run", required=True, type=_path, metavar="DIR", help="a run directory of `train`"
+        "--run", required=True, type=nonempty_path, metavar="DIR", help="a run directory of `train`"
     )
     _add_data_arguments(p, training=False)
     p.add_argument(
@@ -697,7 +705,9 @@ def _add_evaluate_parser(subparsers) -> None:
         help="srgnn: evaluate the published pairs (default), or whole sessions",
     )
     p.add_argument("--tie-mode", choices=("conservative", "standard", "median"), default=None)
-    p.add_argument("--out", type=_path, metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument(
+        "--out", type=nonempty_path, metavar="FILE", help="also write the metrics as JSON"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_column_arguments(p)
     p.set_defaults(func=_run_evaluate)
@@ -924,7 +934,7 @@ def _add_recommend_parser(subparsers) -> None:
         description="Prints the k most likely next items, in raw item ids, after a session.",
     )
     p.add_argument(
-        "--run", required=True, type=_path, metavar="DIR", help="a run directory of `train`"
+        "--run", required=True, type=nonempty_path, metavar="DIR", help="a run directory of `train`"
     )
     p.add_argument(
         "--session", required=True, help="the session so far: raw item ids, comma-separated"

@@ -705,15 +705,7 @@ def test_an_interrupted_command_exits_130_without_the_interpreters_shutdown(monk
     "argv",
     [
         ["train", "--out", ""],  # used to fall back to runs/NAME-TIME
-        [
-            "preprocess",
-            "--format",
-            "otto",
-            "--input",
-            "x.jsonl",
-            "--out",
-            " ",
-        ],  # used to write to .
+        ["preprocess", "--format", "otto", "--input", "x.jsonl", "--out", " "],  # wrote to .
         ["evaluate", "--run", ""],
         ["recommend", "--run", "", "--session", "1"],
     ],

@@ -246,8 +246,12 @@ def run_directory_of(folder: pathlib.Path) -> pathlib.Path | None:
 def data_fingerprint(log) -> str:
     """A hash of a training log's sessions (item indices, offsets, times): resuming a run on
     other data of the same catalogue must be refused, and the item ids alone cannot tell."""
+    return _sha256(log.items, log.offsets, log.times)
+
+
+def _sha256(*arrays: np.ndarray | None) -> str:
     digest = hashlib.sha256()
-    for array in (log.items, log.offsets, log.times):
+    for array in arrays:
         if array is not None:
             digest.update(np.ascontiguousarray(array).tobytes())
     return "sha256:" + digest.hexdigest()
@@ -326,14 +330,16 @@ def _check_run_directory_everywhere(
         check_run_directory(out, config, item_ids, fingerprint)
     except (TrainingError, DataError) as e:
         error = e
-    if jax.process_count() > 1:
-        processes.refuse_together(error, f"the run directory {out}")
-    elif error is not None:
-        raise error
+    processes.refuse_together(error, f"the run directory {out}")
 
 
 def _run_facts(
-    config: Config, dataset: Dataset, item_ids: np.ndarray, out, evaluate_test: bool
+    config: Config,
+    dataset: Dataset,
+    item_ids: np.ndarray,
+    fingerprint: str,
+    out: pathlib.Path | None,
+    evaluate_test: bool,
 ) -> dict[str, str]:
     """What every process of a multi-host run must agree on (`processes.check_same_run`).
 
@@ -341,9 +347,8 @@ def _run_facts(
     paths); `processes.check_shared_folder` checks the folder itself.
     """
     facts = {f"config key {k}": json.dumps(v, default=str) for k, v in config.to_dict().items()}
-    items = hashlib.sha256(f"{item_ids.dtype}{item_ids.shape}".encode() + item_ids.tobytes())
-    facts["item ids"] = f"{len(item_ids)} items, sha256:{items.hexdigest()}"
-    facts["training sessions"] = data_fingerprint(dataset.train)
+    facts["item ids"] = f"{len(item_ids)} of {item_ids.dtype}, {_sha256(item_ids)}"
+    facts["training sessions"] = fingerprint
     tested = evaluate_test and dataset.test is not None
     facts["test sessions"] = data_fingerprint(dataset.test) if tested else "no evaluation"
     facts["run directory"] = "given" if out is not None else "none"
@@ -411,10 +416,12 @@ def train(
     if evaluate_test and dataset.test is not None:
         check_evaluable(dataset.test)  # before training, not after it
     item_ids = item_ids_for_saving(dataset.item_ids)
-    fingerprint = None if out is None else data_fingerprint(dataset.train)
-    if jax.process_count() > 1:  # before the first collective that assumes one training
+    several = jax.process_count() > 1
+    fingerprint = data_fingerprint(dataset.train) if out is not None or several else None
+    if several:  # before the first collective that assumes one training
         processes.check_uniform_devices()
-        processes.check_same_run(_run_facts(config, dataset, item_ids, out, evaluate_test))
+        facts = _run_facts(config, dataset, item_ids, fingerprint, out, evaluate_test)
+        processes.check_same_run(facts)
     if out is not None:  # before anything of the earlier run is replaced
         _check_run_directory_everywhere(out, config, item_ids, fingerprint)
 
@@ -435,7 +442,7 @@ def train(
     steps, supports_device, state = config.steps_per_dispatch, run.supports, run.state
     position = {"epoch": 0, "dispatch": 0}
     earlier_seconds, resumed_totals = 0.0, (0.0, 0)
-    if out is not None and jax.process_count() > 1:  # before orbax's collective saves
+    if out is not None and several:  # before orbax's collective saves
         processes.check_shared_folder(out)  # also makes it
     elif out is not None:
         out.mkdir(parents=True, exist_ok=True)

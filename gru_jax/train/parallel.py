@@ -86,11 +86,10 @@ def initialize(
       num_processes, process_id: P and this process's index (with a HOST:PORT coordinator).
     """
     if cpu_devices is not None:
-        if not 1 <= cpu_devices <= MAX_CPU_DEVICES:
-            raise ValueError(
-                f"cpu_devices must be from 1 to {MAX_CPU_DEVICES}, got {cpu_devices} (each "
-                "virtual device costs memory and start-up time)"
-            )
+        try:
+            check_cpu_devices(cpu_devices)
+        except ValueError as e:
+            raise ValueError(f"cpu_devices: {e}") from None
         try:
             jax.config.update("jax_platforms", "cpu")
             jax.config.update("jax_num_cpu_devices", int(cpu_devices))
@@ -180,18 +179,27 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _cpu_device_count(text: str) -> int:
-    """An argparse type for --cpu-devices."""
+def check_cpu_devices(count: int | str) -> int:
+    """A count of virtual CPU devices (or the text of --cpu-devices), bounded: they are for
+    trying the parallel modes, and each costs memory and start-up time."""
     try:
-        value = int(text)
+        value = int(count)
     except ValueError:
-        value = 0
+        value = 0  # refused below, naming what was given
     if not 1 <= value <= MAX_CPU_DEVICES:
-        raise argparse.ArgumentTypeError(
-            f"an integer from 1 to {MAX_CPU_DEVICES}, got {text!r} (each virtual device costs "
+        raise ValueError(
+            f"an integer from 1 to {MAX_CPU_DEVICES}, got {count!r} (each virtual device costs "
             "memory and start-up time)"
         )
     return value
+
+
+def _cpu_device_count(text: str) -> int:
+    """An argparse type for --cpu-devices (argparse shows only this error type's message)."""
+    try:
+        return check_cpu_devices(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,21 +231,6 @@ def processes_from(args: argparse.Namespace) -> Processes:
         ),
         process_id=args.process_id if args.process_id is not None else env_int("JAX_PROCESS_ID"),
     )
-
-
-def setup_parallel(args: argparse.Namespace) -> str | None:
-    """Runs `initialize` from the flags of `add_parallel_arguments` (or the environment).
-
-    Returns the --parallel mode, None when the flag was not given (the config decides).
-    """
-    where = processes_from(args)
-    initialize(
-        cpu_devices=args.cpu_devices,
-        coordinator=where.coordinator,
-        num_processes=where.num_processes,
-        process_id=where.process_id,
-    )
-    return args.parallel
 
 
 def resolve_mode(mode: str, num_devices: int | None = None) -> str:

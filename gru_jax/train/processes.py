@@ -49,8 +49,12 @@ def gather(row: np.ndarray, purpose: str) -> np.ndarray:
 
 def refuse_together(error: Exception | None, what: str) -> None:
     """Raises ``error`` here, or a `TrainingError` naming the process that refused ``what``:
-    a process that stopped alone would leave the others waiting in their next collective."""
-    refused = gather(np.int32(error is not None), f"agree on {what}")
+    a process that stopped alone would leave the others waiting in their next collective.
+    With one process it raises ``error``, if any."""
+    if jax.process_count() == 1:
+        refused = np.array([error is not None])
+    else:
+        refused = gather(np.int32(error is not None), f"agree on {what}")
     if error is None and refused.any():
         error = TrainingError(f"process {int(np.argmax(refused))} refused {what}; see its error")
     if error is not None:

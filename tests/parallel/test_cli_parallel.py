@@ -31,6 +31,11 @@ def test_cli_trains_with_sharding_on_two_virtual_devices(tmp_path):
     assert results["versions"]["backend"] == "cpu" and 0 < results["recall@20"] <= 1
 
 
+def _choose(config, args, processes):
+    """The mode `gru-jax train` runs, from the resolved config and the flags."""
+    return cli._choose_parallel(config, cli._mode_chosen(args), args.cpu_devices, processes)
+
+
 @pytest.mark.parametrize(
     "flag, overrides, cpu_devices, processes, want",
     [
@@ -49,7 +54,7 @@ def test_the_parallel_mode_asked_for_is_kept(flag, overrides, cpu_devices, proce
     config = Config().with_overrides(overrides)
     config = config.replace(parallel=flag) if flag else config
 
-    assert cli._choose_parallel(config, args, processes).parallel == want
+    assert _choose(config, args, processes).parallel == want
 
 
 def test_a_config_file_that_names_the_mode_is_kept(tmp_path):
@@ -60,7 +65,7 @@ def test_a_config_file_that_names_the_mode_is_kept(tmp_path):
         )
         config = Config.from_file(tmp_path / "config.json")
 
-        assert cli._choose_parallel(config, args, 1).parallel == want, text
+        assert _choose(config, args, 1).parallel == want, text
 
 
 def test_several_processes_refuse_parallel_none():
@@ -68,7 +73,7 @@ def test_several_processes_refuse_parallel_none():
         parallel=None, overrides=["parallel=none"], cpu_devices=None, config=None
     )
     with pytest.raises(cli.ConfigError, match="2 processes train one model together"):
-        cli._choose_parallel(Config(), args, 2)
+        _choose(Config(), args, 2)
 
 
 def test_a_batch_that_does_not_split_is_refused_before_jax_makes_the_devices(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Flags, environment variables and mode resolution of gru_jax.train.parallel (no devices used)."""
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -37,7 +38,9 @@ def test_flags_default_to_nothing(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     args = _parse([])
     assert args.parallel is None
-    assert parallel.setup_parallel(args) is None  # one process: nothing to initialise
+    where = parallel.processes_from(args)
+    assert where == parallel.Processes(coordinator=None, num_processes=None, process_id=None)
+    parallel.initialize(**dataclasses.asdict(where))  # one process: nothing to initialise
 
 
 def test_unknown_mode_is_rejected():
@@ -51,8 +54,10 @@ def test_several_processes_need_a_coordinator(monkeypatch):
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
     monkeypatch.setenv("JAX_PROCESS_ID", "0")
-    with pytest.raises(ValueError, match="coordinator"):
-        parallel.setup_parallel(_parse([]))
+    where = parallel.processes_from(_parse([]))
+    assert (where.num_processes, where.process_id) == (2, 0)
+    with pytest.raises(ValueError, match="several processes need a coordinator"):
+        parallel.initialize(**dataclasses.asdict(where))
 
 
 def test_coordinator_needs_process_count_and_index():
